@@ -1,0 +1,61 @@
+"""Errors raised by the event layer.
+
+    EarpieceError
+    ├── InvalidRoomId             a room id that cannot name a stream
+    ├── MalformedEvent            bytes on a stream that are not a valid envelope
+    └── StoreError
+        ├── StoreUnavailable      Redis could not be reached or answered wrongly
+        ├── WrongExpectedVersion  optimistic concurrency: someone appended first
+        └── IdempotencyKeyReused  the same key sent with different events
+
+Each carries what a caller needs to answer or retry, and the Redis error it came from as
+``__cause__``.
+"""
+
+from __future__ import annotations
+
+
+class EarpieceError(Exception):
+    """Base of every error Earpiece raises on purpose."""
+
+
+class InvalidRoomId(EarpieceError, ValueError):
+    def __init__(self, room_id: str) -> None:
+        super().__init__(
+            f"invalid room id {room_id!r}: use 1-128 characters from A-Z a-z 0-9 . _ -"
+        )
+        self.room_id = room_id
+
+
+class MalformedEvent(EarpieceError, ValueError):
+    def __init__(self, reason: str, raw: bytes) -> None:
+        super().__init__(f"malformed event: {reason}")
+        self.reason = reason
+        self.raw = raw
+
+
+class StoreError(EarpieceError):
+    pass
+
+
+class StoreUnavailable(StoreError):
+    pass
+
+
+class WrongExpectedVersion(StoreError):
+    def __init__(self, room_id: str, expected: int, actual: int) -> None:
+        super().__init__(
+            f"room {room_id!r} is at version {actual}, not the expected {expected}"
+        )
+        self.room_id = room_id
+        self.expected = expected
+        self.actual = actual
+
+
+class IdempotencyKeyReused(StoreError):
+    def __init__(self, room_id: str, key: str) -> None:
+        super().__init__(
+            f"idempotency key {key!r} of room {room_id!r} was already used for other events"
+        )
+        self.room_id = room_id
+        self.key = key

@@ -1,0 +1,67 @@
+"""Where a room's data lives in Redis.
+
+Rooms are spread over ``partitions``; every key of a room, and the feed of its partition, carry
+the partition's ``{hash tag}``, so that they sit on one Redis Cluster slot and one Lua script
+can write the room's stream, its idempotency record and the feed together::
+
+    earpiece:{p3}:room:<room>            the room's events, entry id "<version>-0"
+    earpiece:{p3}:room:<room>:snapshot   the latest snapshot of the room's state
+    earpiece:{p3}:room:<room>:idem:<key> the result of an idempotent append
+    earpiece:{p3}:room:<room>:audit      the room's hash-chained audit records
+    earpiece:{p3}:feed                   every event of the partition's rooms, in commit order
+    earpiece:{p3}:quarantine             feed entries that could not be read
+
+With one partition (the embedded default) the feed is a single gapless, commit-ordered log of
+every room; with ``P`` partitions order and atomicity hold within a partition only.
+"""
+
+from __future__ import annotations
+
+import re
+import zlib
+
+from events.errors import InvalidRoomId
+
+_ROOM_ID = re.compile(r"[A-Za-z0-9._-]{1,128}")
+
+
+def check_room_id(room_id: str) -> str:
+    if not _ROOM_ID.fullmatch(room_id):
+        raise InvalidRoomId(room_id)
+    return room_id
+
+
+class KeySpace:
+    def __init__(self, namespace: str = "earpiece", partitions: int = 1) -> None:
+        if partitions < 1:
+            raise ValueError(f"partitions must be at least 1, not {partitions}")
+        self.namespace = namespace
+        self.partitions = partitions
+
+    def partition_of(self, room_id: str) -> int:
+        # crc32, not hash(): the placement must not change between processes.
+        return zlib.crc32(check_room_id(room_id).encode()) % self.partitions
+
+    def _tag(self, partition: int) -> str:
+        return f"{self.namespace}:{{p{partition}}}"
+
+    def room(self, room_id: str) -> str:
+        return f"{self._tag(self.partition_of(room_id))}:room:{room_id}"
+
+    def snapshot(self, room_id: str) -> str:
+        return f"{self.room(room_id)}:snapshot"
+
+    def idempotency(self, room_id: str, key: str) -> str:
+        return f"{self.room(room_id)}:idem:{key}"
+
+    def audit(self, room_id: str) -> str:
+        return f"{self.room(room_id)}:audit"
+
+    def feed(self, partition: int) -> str:
+        return f"{self._tag(partition)}:feed"
+
+    def quarantine(self, partition: int) -> str:
+        return f"{self._tag(partition)}:quarantine"
+
+    def feeds(self) -> list[str]:
+        return [self.feed(p) for p in range(self.partitions)]

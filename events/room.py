@@ -1,0 +1,129 @@
+"""Every event that can happen in a room, as one tagged union.
+
+Events are facts in the past tense. Each is a frozen msgspec Struct whose JSON form carries
+a ``"type"`` tag (``{"type": "whisper_started", "coach": "sup-1"}``), so one decoder reads the
+whole union. New fields must get defaults, so that events already on a stream still decode
+(msgspec's schema-evolution rules); anything else needs an upcaster (see ``envelope.py``).
+
+The envelope (``envelope.py``) says who did it and when; the event says what happened and to
+whom. ``CoachMuted.coach`` is the coach who was muted, the envelope's ``actor`` the one who
+muted them.
+"""
+
+from __future__ import annotations
+
+import enum
+
+import msgspec
+
+
+class Role(enum.StrEnum):
+    CUSTOMER = "customer"
+    AGENT = "agent"
+    SUPERVISOR = "supervisor"
+
+
+class CoachMode(enum.StrEnum):
+    PUSH_TO_TALK = "push_to_talk"
+    OPEN_MIC = "open_mic"
+
+
+class WhisperRecording(enum.StrEnum):
+    """Whether coaches' whispers are kept, as their own track of the session's recording."""
+
+    SEPARATE_TRACK = "separate_track"
+    EXCLUDED = "excluded"
+
+
+class _Event(msgspec.Struct, frozen=True, kw_only=True, tag_field="type"):
+    pass
+
+
+class ParticipantJoined(_Event, tag="participant_joined"):
+    subject: str
+    role: Role
+    name: str
+    can_whisper: bool = False
+
+
+class ParticipantLeft(_Event, tag="participant_left"):
+    subject: str
+
+
+class MonitorStarted(_Event, tag="monitor_started"):
+    coach: str
+
+
+class MonitorStopped(_Event, tag="monitor_stopped"):
+    coach: str
+
+
+class WhisperStarted(_Event, tag="whisper_started"):
+    coach: str
+
+
+class WhisperStopped(_Event, tag="whisper_stopped"):
+    coach: str
+
+
+class CoachModeSet(_Event, tag="coach_mode_set"):
+    coach: str
+    mode: CoachMode
+
+
+class TalkPressed(_Event, tag="talk_pressed"):
+    coach: str
+
+
+class TalkReleased(_Event, tag="talk_released"):
+    coach: str
+
+
+class CoachMuted(_Event, tag="coach_muted"):
+    coach: str
+
+
+class CoachUnmuted(_Event, tag="coach_unmuted"):
+    coach: str
+
+
+class CueSent(_Event, tag="cue_sent"):
+    cue_id: str
+    coach: str
+    text: str
+
+
+class CueAcknowledged(_Event, tag="cue_acknowledged"):
+    cue_id: str
+
+
+class RecordingPolicySet(_Event, tag="recording_policy_set"):
+    whisper: WhisperRecording
+
+
+class RoomClosed(_Event, tag="room_closed"):
+    reason: str = ""
+
+
+RoomEvent = (
+    ParticipantJoined
+    | ParticipantLeft
+    | MonitorStarted
+    | MonitorStopped
+    | WhisperStarted
+    | WhisperStopped
+    | CoachModeSet
+    | TalkPressed
+    | TalkReleased
+    | CoachMuted
+    | CoachUnmuted
+    | CueSent
+    | CueAcknowledged
+    | RecordingPolicySet
+    | RoomClosed
+)
+
+
+def event_type(event: RoomEvent) -> str:
+    """The event's wire tag, e.g. ``"whisper_started"``."""
+    return str(type(event).__struct_config__.tag)

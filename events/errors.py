@@ -44,9 +44,7 @@ class StoreUnavailable(StoreError):
 
 class WrongExpectedVersion(StoreError):
     def __init__(self, room_id: str, expected: int, actual: int) -> None:
-        super().__init__(
-            f"room {room_id!r} is at version {actual}, not the expected {expected}"
-        )
+        super().__init__(f"room {room_id!r} is at version {actual}, not the expected {expected}")
         self.room_id = room_id
         self.expected = expected
         self.actual = actual

@@ -39,69 +39,69 @@ class _Event(msgspec.Struct, frozen=True, kw_only=True, tag_field="type"):
     pass
 
 
-class ParticipantJoined(_Event, tag="participant_joined"):
+class ParticipantJoined(_Event, tag="participant_joined", frozen=True):
     subject: str
     role: Role
     name: str
     can_whisper: bool = False
 
 
-class ParticipantLeft(_Event, tag="participant_left"):
+class ParticipantLeft(_Event, tag="participant_left", frozen=True):
     subject: str
 
 
-class MonitorStarted(_Event, tag="monitor_started"):
+class MonitorStarted(_Event, tag="monitor_started", frozen=True):
     coach: str
 
 
-class MonitorStopped(_Event, tag="monitor_stopped"):
+class MonitorStopped(_Event, tag="monitor_stopped", frozen=True):
     coach: str
 
 
-class WhisperStarted(_Event, tag="whisper_started"):
+class WhisperStarted(_Event, tag="whisper_started", frozen=True):
     coach: str
 
 
-class WhisperStopped(_Event, tag="whisper_stopped"):
+class WhisperStopped(_Event, tag="whisper_stopped", frozen=True):
     coach: str
 
 
-class CoachModeSet(_Event, tag="coach_mode_set"):
+class CoachModeSet(_Event, tag="coach_mode_set", frozen=True):
     coach: str
     mode: CoachMode
 
 
-class TalkPressed(_Event, tag="talk_pressed"):
+class TalkPressed(_Event, tag="talk_pressed", frozen=True):
     coach: str
 
 
-class TalkReleased(_Event, tag="talk_released"):
+class TalkReleased(_Event, tag="talk_released", frozen=True):
     coach: str
 
 
-class CoachMuted(_Event, tag="coach_muted"):
+class CoachMuted(_Event, tag="coach_muted", frozen=True):
     coach: str
 
 
-class CoachUnmuted(_Event, tag="coach_unmuted"):
+class CoachUnmuted(_Event, tag="coach_unmuted", frozen=True):
     coach: str
 
 
-class CueSent(_Event, tag="cue_sent"):
+class CueSent(_Event, tag="cue_sent", frozen=True):
     cue_id: str
     coach: str
     text: str
 
 
-class CueAcknowledged(_Event, tag="cue_acknowledged"):
+class CueAcknowledged(_Event, tag="cue_acknowledged", frozen=True):
     cue_id: str
 
 
-class RecordingPolicySet(_Event, tag="recording_policy_set"):
+class RecordingPolicySet(_Event, tag="recording_policy_set", frozen=True):
     whisper: WhisperRecording
 
 
-class RoomClosed(_Event, tag="room_closed"):
+class RoomClosed(_Event, tag="room_closed", frozen=True):
     reason: str = ""
 
 

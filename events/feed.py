@@ -1,0 +1,162 @@
+"""Consumer groups over the partition feeds: how projections and integrations read every room.
+
+A ``FeedConsumer`` is one member of a named group on one partition's feed. It hands each
+envelope to a handler and acknowledges it only once the handler has returned, so a consumer
+that dies mid-batch loses nothing: its entries stay pending and, once idle for
+``claim_idle_ms``, any member of the group claims them (``XAUTOCLAIM``) and handles them again.
+Delivery is therefore at least once; handlers must be idempotent (the audit projection, for
+one, skips versions it has already recorded).
+
+An entry that cannot be decoded, or whose handler keeps failing ``max_deliveries`` times, is
+copied to the partition's quarantine stream with the reason, logged and acknowledged, so that
+one bad entry never stops the group.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import redis.asyncio as redis
+from redis.exceptions import RedisError, ResponseError
+
+from events.envelope import Envelope, EnvelopeCodec
+from events.errors import MalformedEvent, StoreUnavailable
+from events.keys import KeySpace
+
+log = logging.getLogger(__name__)
+
+Handler = Callable[[Envelope], Awaitable[None]]
+Entry = tuple[bytes, dict[bytes, bytes] | None]
+
+
+class FeedConsumer:
+    def __init__(
+        self,
+        client: redis.Redis,
+        *,
+        group: str,
+        consumer: str,
+        partition: int = 0,
+        keys: KeySpace | None = None,
+        codec: EnvelopeCodec | None = None,
+        batch: int = 100,
+        block_ms: int = 1000,
+        claim_idle_ms: int = 30_000,
+        max_deliveries: int = 5,
+    ) -> None:
+        self.client = client
+        self.group = group
+        self.consumer = consumer
+        self.keys = keys or KeySpace()
+        self.feed = self.keys.feed(partition)
+        self.quarantine = self.keys.quarantine(partition)
+        self.codec = codec or EnvelopeCodec()
+        self.batch = batch
+        self.block_ms = block_ms
+        self.claim_idle_ms = claim_idle_ms
+        self.max_deliveries = max_deliveries
+
+    async def ensure_group(self) -> None:
+        """Create the group at the start of the feed (so it sees every event), if missing."""
+        try:
+            await self.client.xgroup_create(self.feed, self.group, id="0", mkstream=True)
+        except ResponseError as exc:
+            if "BUSYGROUP" not in str(exc):
+                raise StoreUnavailable(f"creating group {self.group!r} failed: {exc}") from exc
+
+    async def run(self, handler: Handler) -> None:
+        """Consume until cancelled."""
+        await self.ensure_group()
+        # Our own pending entries first: what this consumer name held when it last stopped.
+        while await self.consume_once(handler, own_pending=True):
+            pass
+        while True:
+            await self.consume_once(handler)
+
+    async def consume_once(self, handler: Handler, *, own_pending: bool = False) -> int:
+        """Handle one batch: stale entries claimed from dead members first, else new ones.
+
+        Returns how many entries were handled (or quarantined).
+        """
+        try:
+            if own_pending:
+                entries = await self._read_group("0", block=False)
+            else:
+                entries = await self._claim_stale() or await self._read_group(">", block=True)
+            for entry_id, fields in entries:
+                await self._handle(entry_id, fields, handler)
+        except RedisError as exc:
+            raise StoreUnavailable(f"consuming {self.feed!r} as {self.group!r} failed") from exc
+        return len(entries)
+
+    async def _read_group(self, from_id: str, *, block: bool) -> list[Entry]:
+        reply: Any = await self.client.xreadgroup(
+            self.group,
+            self.consumer,
+            {self.feed: from_id},
+            count=self.batch,
+            block=self.block_ms if block else None,
+        )
+        return [entry for _stream, entries in reply or () for entry in entries]
+
+    async def _claim_stale(self) -> list[Entry]:
+        reply = await self.client.xautoclaim(
+            self.feed, self.group, self.consumer, self.claim_idle_ms, "0-0", count=self.batch
+        )
+        # Redis 6.2 answers [cursor, entries]; 7.x adds a third item, the deleted ids.
+        entries: list[Entry] = reply[1]
+        return entries
+
+    async def _handle(
+        self, entry_id: bytes, fields: dict[bytes, bytes] | None, handler: Handler
+    ) -> None:
+        if not fields:  # trimmed away while pending (Redis 6.2 still returns its id)
+            await self._ack(entry_id)
+            return
+        try:
+            envelope = self.codec.decode(fields.get(b"e", b""))
+        except MalformedEvent as exc:
+            await self._quarantine(entry_id, fields, exc.reason)
+            return
+        try:
+            await handler(envelope)
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            deliveries = await self._deliveries(entry_id)
+            if deliveries < self.max_deliveries:
+                log.warning(
+                    "handler failed on %s %s (delivery %d of %d), left pending: %r",
+                    self.feed, entry_id.decode(), deliveries, self.max_deliveries, exc,
+                )  # fmt: skip
+                return
+            await self._quarantine(entry_id, fields, f"handler failed {deliveries} times: {exc!r}")
+            return
+        await self._ack(entry_id)
+
+    async def _deliveries(self, entry_id: bytes) -> int:
+        pending: list[dict[str, Any]] = await self.client.xpending_range(
+            self.feed, self.group, min=entry_id, max=entry_id, count=1
+        )
+        return int(pending[0]["times_delivered"]) if pending else 1
+
+    async def _quarantine(self, entry_id: bytes, fields: dict[bytes, bytes], reason: str) -> None:
+        log.error(
+            "quarantined %s entry %s for group %r: %s",
+            self.feed, entry_id.decode(), self.group, reason,
+        )  # fmt: skip
+        record: dict[Any, Any] = {
+            **fields,
+            b"source": self.feed,
+            b"source_id": entry_id,
+            b"group": self.group,
+            b"reason": reason,
+        }
+        await self.client.xadd(self.quarantine, record)
+        await self._ack(entry_id)
+
+    async def _ack(self, entry_id: bytes) -> None:
+        await self.client.xack(self.feed, self.group, entry_id)

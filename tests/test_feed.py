@@ -1,0 +1,139 @@
+from __future__ import annotations
+
+import asyncio
+import logging
+
+import pytest
+import redis.asyncio as redis
+
+from events.envelope import Envelope
+from events.feed import FeedConsumer
+from events.room import MonitorStarted
+from events.store import EventStore
+
+
+async def append_monitors(store: EventStore, room: str, count: int) -> None:
+    events = [MonitorStarted(coach=f"sup-{n}") for n in range(count)]
+    await store.append(room, events, expected_version=0, actor="x")
+
+
+def consumer(client: redis.Redis, name: str, **options: int) -> FeedConsumer:
+    return FeedConsumer(client, group="audit", consumer=name, block_ms=50, **options)
+
+
+async def test_consumer_handles_every_room_in_commit_order(
+    store: EventStore, redis_client: redis.Redis
+) -> None:
+    await append_monitors(store, "room-a", 3)
+    await append_monitors(store, "room-b", 2)
+    seen: list[tuple[str, int]] = []
+
+    async def handler(envelope: Envelope) -> None:
+        seen.append((envelope.room_id, envelope.version))
+
+    member = consumer(redis_client, "c1")
+    await member.ensure_group()
+    await member.consume_once(handler)
+
+    assert seen == [("room-a", 1), ("room-a", 2), ("room-a", 3), ("room-b", 1), ("room-b", 2)]
+    assert (await redis_client.xpending(member.feed, "audit"))["pending"] == 0
+
+
+async def test_entries_of_a_consumer_killed_mid_batch_are_claimed_by_another(
+    store: EventStore, redis_client: redis.Redis
+) -> None:
+    await append_monitors(store, "room-1", 10)
+    handled_by_first: list[int] = []
+    first_stuck = asyncio.Event()
+
+    async def hangs_on_the_fourth(envelope: Envelope) -> None:
+        if envelope.version == 4:
+            first_stuck.set()
+            await asyncio.Event().wait()  # never returns: the process is about to die
+        handled_by_first.append(envelope.version)
+
+    first = consumer(redis_client, "c1", batch=10)
+    await first.ensure_group()
+    dying = asyncio.create_task(first.consume_once(hangs_on_the_fourth))
+    await asyncio.wait_for(first_stuck.wait(), 5)
+    dying.cancel()  # killed mid-batch: versions 4..10 delivered to c1, never acknowledged
+    with pytest.raises(asyncio.CancelledError):
+        await dying
+
+    handled_by_second: list[int] = []
+
+    async def record(envelope: Envelope) -> None:
+        handled_by_second.append(envelope.version)
+
+    second = consumer(redis_client, "c2", claim_idle_ms=10)
+    await asyncio.sleep(0.02)
+    await second.consume_once(record)
+
+    assert handled_by_first == [1, 2, 3]
+    assert handled_by_second == [4, 5, 6, 7, 8, 9, 10]
+    assert (await redis_client.xpending(first.feed, "audit"))["pending"] == 0
+
+
+async def test_restarted_consumer_first_handles_its_own_pending_entries(
+    store: EventStore, redis_client: redis.Redis
+) -> None:
+    await append_monitors(store, "room-1", 3)
+    first = consumer(redis_client, "c1")
+    await first.ensure_group()
+    await redis_client.xreadgroup("audit", "c1", {first.feed: ">"}, count=3)  # then it died
+    await append_monitors(store, "room-2", 1)
+    seen: list[tuple[str, int]] = []
+
+    async def handler(envelope: Envelope) -> None:
+        seen.append((envelope.room_id, envelope.version))
+        if len(seen) == 4:
+            raise asyncio.CancelledError  # end run() once all four are in
+
+    with pytest.raises(asyncio.CancelledError):
+        await consumer(redis_client, "c1").run(handler)
+
+    assert seen == [("room-1", 1), ("room-1", 2), ("room-1", 3), ("room-2", 1)]
+
+
+async def test_malformed_entry_is_quarantined_and_does_not_stop_the_consumer(
+    store: EventStore, redis_client: redis.Redis, caplog: pytest.LogCaptureFixture
+) -> None:
+    await append_monitors(store, "room-1", 1)
+    feed = store.keys.feed(0)
+    bad_id = await redis_client.xadd(feed, {"room": "room-1", "version": 2, "e": b'{"bad":1}'})
+    await store.append("room-2", [MonitorStarted(coach="s")], expected_version=0, actor="x")
+    seen: list[str] = []
+
+    async def handler(envelope: Envelope) -> None:
+        seen.append(envelope.room_id)
+
+    member = consumer(redis_client, "c1")
+    await member.ensure_group()
+    with caplog.at_level(logging.ERROR, logger="events.feed"):
+        await member.consume_once(handler)
+
+    assert seen == ["room-1", "room-2"]
+    assert f"quarantined {feed} entry {bad_id.decode()}" in caplog.text
+    [(_id, quarantined)] = await redis_client.xrange(store.keys.quarantine(0))
+    assert quarantined[b"e"] == b'{"bad":1}'
+    assert quarantined[b"source_id"] == bad_id
+    assert b"Object missing required field" in quarantined[b"reason"]
+    assert (await redis_client.xpending(feed, "audit"))["pending"] == 0
+
+
+async def test_entry_whose_handler_keeps_failing_is_quarantined_after_max_deliveries(
+    store: EventStore, redis_client: redis.Redis
+) -> None:
+    await append_monitors(store, "room-1", 1)
+
+    async def broken(envelope: Envelope) -> None:
+        raise RuntimeError("projection bug")
+
+    member = consumer(redis_client, "c1", claim_idle_ms=0, max_deliveries=3)
+    await member.ensure_group()
+    for _ in range(3):
+        await member.consume_once(broken)
+
+    [(_id, quarantined)] = await redis_client.xrange(store.keys.quarantine(0))
+    assert b"handler failed 3 times" in quarantined[b"reason"]
+    assert (await redis_client.xpending(member.feed, "audit"))["pending"] == 0

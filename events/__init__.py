@@ -1,0 +1,78 @@
+"""Room events, their envelope and the Redis Streams store: what integrators consume."""
+
+from events.envelope import SCHEMA_VERSION, Envelope, EnvelopeCodec, Upcaster
+from events.errors import (
+    EarpieceError,
+    IdempotencyKeyReused,
+    InvalidRoomId,
+    MalformedEvent,
+    StoreError,
+    StoreUnavailable,
+    WrongExpectedVersion,
+)
+from events.feed import FeedConsumer
+from events.keys import KeySpace
+from events.room import (
+    CoachMode,
+    CoachModeSet,
+    CoachMuted,
+    CoachUnmuted,
+    CueAcknowledged,
+    CueSent,
+    MonitorStarted,
+    MonitorStopped,
+    ParticipantJoined,
+    ParticipantLeft,
+    RecordingPolicySet,
+    Role,
+    RoomClosed,
+    RoomEvent,
+    TalkPressed,
+    TalkReleased,
+    WhisperRecording,
+    WhisperStarted,
+    WhisperStopped,
+    event_type,
+)
+from events.schema import envelope_json_schema
+from events.store import AppendResult, EventStore, Snapshot
+
+__all__ = [
+    "SCHEMA_VERSION",
+    "AppendResult",
+    "CoachMode",
+    "CoachModeSet",
+    "CoachMuted",
+    "CoachUnmuted",
+    "CueAcknowledged",
+    "CueSent",
+    "EarpieceError",
+    "Envelope",
+    "EnvelopeCodec",
+    "EventStore",
+    "FeedConsumer",
+    "IdempotencyKeyReused",
+    "InvalidRoomId",
+    "KeySpace",
+    "MalformedEvent",
+    "MonitorStarted",
+    "MonitorStopped",
+    "ParticipantJoined",
+    "ParticipantLeft",
+    "RecordingPolicySet",
+    "Role",
+    "RoomClosed",
+    "RoomEvent",
+    "Snapshot",
+    "StoreError",
+    "StoreUnavailable",
+    "TalkPressed",
+    "TalkReleased",
+    "Upcaster",
+    "WhisperRecording",
+    "WhisperStarted",
+    "WhisperStopped",
+    "WrongExpectedVersion",
+    "envelope_json_schema",
+    "event_type",
+]

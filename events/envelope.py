@@ -15,7 +15,7 @@ from __future__ import annotations
 import datetime as dt
 import uuid
 from collections.abc import Callable, Mapping
-from typing import Any
+from typing import Annotated, Any
 
 import msgspec
 
@@ -32,16 +32,22 @@ Upcaster = Callable[[JsonObject], JsonObject]
 UPCASTERS: Mapping[int, Upcaster] = {}
 
 
+def _doc(text: str) -> msgspec.Meta:
+    return msgspec.Meta(description=text)
+
+
 class Envelope(msgspec.Struct, frozen=True, kw_only=True):
-    event_id: str
-    room_id: str
-    version: int
-    time: dt.datetime
-    actor: str
+    event_id: Annotated[str, _doc("Unique id of this event (32 hex digits).")]
+    room_id: Annotated[str, _doc("The room whose stream holds the event.")]
+    version: Annotated[int, msgspec.Meta(ge=1), _doc("1-based position in the room's stream.")]
+    time: Annotated[dt.datetime, msgspec.Meta(tz=True), _doc("When it was appended (UTC).")]
+    actor: Annotated[str, _doc("Subject (token `sub`) of whoever caused the event.")]
     event: RoomEvent
-    causation_id: str | None = None
-    correlation_id: str | None = None
-    schema_version: int = SCHEMA_VERSION
+    causation_id: Annotated[str | None, _doc("Id of the command that caused it.")] = None
+    correlation_id: Annotated[str | None, _doc("Id shared by a conversation of events.")] = None
+    schema_version: Annotated[int, _doc("Shape of this envelope; older are upcast.")] = (
+        SCHEMA_VERSION
+    )
 
 
 def new_event_id() -> str:

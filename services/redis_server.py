@@ -15,6 +15,7 @@ append-only file in ``data_dir`` and is stopped by its PID.
 from __future__ import annotations
 
 import importlib.util
+import json
 import os
 import shutil
 import signal
@@ -89,19 +90,51 @@ class RedisServer:
     def log_path(self) -> Path:
         return self.data_dir / "redis.log"
 
+    @property
+    def pid_path(self) -> Path:
+        return self.data_dir / "redis-server.json"
+
+    @classmethod
+    def running_in(cls, data_dir: Path) -> str | None:
+        """The URL of a live server that another process started on ``data_dir``, if any.
+
+        Two servers must never share an append-only file, so a second ``earpiece`` command
+        on the same data directory uses the first one's server instead of starting its own.
+        """
+        try:
+            port = int(json.loads((data_dir / "redis-server.json").read_text())["port"])
+        except (OSError, ValueError, KeyError):
+            return None
+        client = redis.Redis(port=port, socket_timeout=1)
+        try:
+            client.ping()
+        except redis.exceptions.RedisError:
+            return None
+        finally:
+            client.close()
+        return f"redis://127.0.0.1:{port}/0"
+
     def start(self, timeout_s: float = 10.0) -> None:
         self.data_dir.mkdir(parents=True, exist_ok=True)
         command = [
             str(self.binary),
-            "--port", str(self.port),
-            "--bind", "127.0.0.1",
-            "--dir", str(self.data_dir),
-            "--appendonly", "yes",
-            "--appendfsync", self.appendfsync,
-            "--save", "",
-            "--daemonize", "no",
-            "--logfile", str(self.log_path),
-        ]  # fmt: skip
+            "--port",
+            str(self.port),
+            "--bind",
+            "127.0.0.1",
+            "--dir",
+            str(self.data_dir),
+            "--appendonly",
+            "yes",
+            "--appendfsync",
+            self.appendfsync,
+            "--save",
+            "",
+            "--daemonize",
+            "no",
+            "--logfile",
+            str(self.log_path),
+        ]
         self.process = subprocess.Popen(command, stdin=subprocess.DEVNULL)
         deadline = time.monotonic() + timeout_s
         client = redis.Redis(port=self.port, socket_timeout=1)
@@ -109,6 +142,9 @@ class RedisServer:
             while True:
                 try:
                     client.ping()
+                    self.pid_path.write_text(
+                        json.dumps({"pid": self.process.pid, "port": self.port})
+                    )
                     return
                 except redis.exceptions.ConnectionError:
                     if self.process.poll() is not None or time.monotonic() > deadline:
@@ -123,6 +159,7 @@ class RedisServer:
         """SIGTERM (Redis then fsyncs its AOF and exits), SIGKILL if it does not exit in time."""
         if self.process is None or self.process.poll() is not None:
             return
+        self.pid_path.unlink(missing_ok=True)
         self.process.terminate()
         try:
             self.process.wait(timeout_s)

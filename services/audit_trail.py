@@ -1,0 +1,105 @@
+"""The audit projection's shell: keeps each room's hash-chained audit log in Redis.
+
+The feed tells the trail that a room has moved on; the trail then chains every event of the
+room's own stream that it has not recorded yet, in version order. Working from the room stream
+rather than from the feed entry makes redelivered, reordered or skipped feed entries harmless:
+a record is written once per event, each with entry id ``"<seq>-0"``, so if two workers race
+for the same record Redis refuses the second ``XADD`` and the loser re-reads and moves on.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import Any
+
+import msgspec
+import redis.asyncio as redis
+from redis.exceptions import ResponseError
+
+from events.envelope import Envelope
+from events.errors import StoreUnavailable
+from events.feed import FeedConsumer
+from events.store import EventStore
+from projections.audit import AuditRecord, next_record
+
+log = logging.getLogger(__name__)
+
+AUDIT_GROUP = "audit"
+RETRY_S = 1.0
+
+_record_decoder = msgspec.json.Decoder(AuditRecord)
+
+
+class AuditTrail:
+    def __init__(self, store: EventStore) -> None:
+        self.store = store
+
+    async def records(self, room_id: str) -> list[AuditRecord]:
+        entries: Any = await self.store.client.xrange(self.store.keys.audit(room_id))
+        return [_record_decoder.decode(fields[b"r"]) for _id, fields in entries]
+
+    async def last_record(self, room_id: str) -> AuditRecord | None:
+        newest: Any = await self.store.client.xrevrange(self.store.keys.audit(room_id), count=1)
+        return _record_decoder.decode(newest[0][1][b"r"]) if newest else None
+
+    async def catch_up(self, room_id: str, *, through_version: int) -> int:
+        """Chain the room's events up to ``through_version``; returns how many were recorded."""
+        recorded = 0
+        while True:
+            last = await self.last_record(room_id)
+            after = last.version if last else 0
+            if after >= through_version:
+                return recorded
+            batch = await self.store.read(
+                room_id, after_version=after, count=min(through_version - after, 500)
+            )
+            try:
+                recorded += await self._append(room_id, last, batch)
+            except ResponseError as exc:
+                if "equal or smaller" not in str(exc):
+                    raise
+                # Another worker recorded some of these first; re-read its head and go on.
+
+    async def handle(self, envelope: Envelope) -> None:
+        await self.catch_up(envelope.room_id, through_version=envelope.version)
+
+    async def _append(self, room_id: str, last: AuditRecord | None, batch: list[Envelope]) -> int:
+        key = self.store.keys.audit(room_id)
+        for envelope in batch:
+            last = next_record(last, envelope)
+            await self.store.client.xadd(key, {"r": msgspec.json.encode(last)}, id=f"{last.seq}-0")
+        return len(batch)
+
+
+async def run_audit_projection(
+    client: redis.Redis, store: EventStore, *, consumer: str, block_ms: int = 1000
+) -> None:
+    """One member of the audit group on every partition's feed, until cancelled.
+
+    While Redis is unreachable it logs and tries again every ``RETRY_S``: nothing is lost,
+    since unacknowledged feed entries wait in the group.
+    """
+    trail = AuditTrail(store)
+    members = [
+        FeedConsumer(
+            client,
+            group=AUDIT_GROUP,
+            consumer=consumer,
+            partition=partition,
+            keys=store.keys,
+            codec=store.codec,
+            block_ms=block_ms,
+        )
+        for partition in range(store.keys.partitions)
+    ]
+    while True:
+        try:
+            async with asyncio.TaskGroup() as group:
+                for member in members:
+                    group.create_task(member.run(trail.handle))
+        except* StoreUnavailable as failures:
+            log.warning(
+                "audit projection paused, retrying in %ss: %s", RETRY_S, failures.exceptions[0]
+            )
+            await asyncio.sleep(RETRY_S)

@@ -1,0 +1,190 @@
+"""``earpiece``: run the service, mint development tokens, check audit logs, benchmark.
+
+    earpiece serve                          HTTP service (+ a local redis-server without REDIS_URL)
+    earpiece token --room R --role agent    a development token signed with the service's secret
+    earpiece audit verify ROOM              check a room's audit chain against its event stream
+    earpiece audit replay ROOM [--version N | --time T]   state and timeline as of then
+    earpiece schema                         the JSON Schema of stored envelopes
+    earpiece bench store                    event store benchmark (docs/BENCHMARKS.md)
+
+Settings come from the environment (README, "Configuration"), read here and nowhere else.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import datetime as dt
+import json
+import logging
+import sys
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import msgspec
+import redis.asyncio as redis
+import uvicorn
+
+from events.keys import KeySpace
+from events.room import Role
+from events.schema import envelope_json_schema
+from events.store import EventStore
+from projections.audit import replay, verify
+from services.audit_trail import AuditTrail
+from services.auth import mint_token
+from services.redis_server import RedisServer
+from services.settings import Settings
+
+log = logging.getLogger("earpiece")
+
+
+@contextlib.asynccontextmanager
+async def redis_for(settings: Settings) -> AsyncIterator[redis.Redis]:
+    """A client for REDIS_URL, or for a local redis-server started (and stopped) here."""
+    server: RedisServer | None = None
+    redis_dir = Path(settings.data_dir) / "redis"
+    url = settings.redis_url or RedisServer.running_in(redis_dir)
+    if url is None:
+        server = RedisServer(redis_dir, appendfsync=settings.redis_appendfsync)
+        server.start()
+        log.info("started %s on %s, data in %s", server.binary, server.url, redis_dir)
+        url = server.url
+    client = redis.Redis.from_url(url)
+    try:
+        yield client
+    finally:
+        await client.aclose()
+        if server is not None:
+            server.stop()
+            log.info("stopped the local redis-server")
+
+
+async def serve(settings: Settings) -> None:
+    from services.app import create_app  # Starlette is needed only here
+
+    async with redis_for(settings) as client:
+        config = uvicorn.Config(
+            create_app(settings, client), host=settings.host, port=settings.port
+        )
+        await uvicorn.Server(config).serve()
+
+
+def store_for(settings: Settings, client: redis.Redis) -> EventStore:
+    return EventStore(client, KeySpace(settings.namespace, settings.partitions))
+
+
+async def audit_verify(settings: Settings, room_id: str) -> int:
+    async with redis_for(settings) as client:
+        store = store_for(settings, client)
+        records = await AuditTrail(store).records(room_id)
+        envelopes = await store.read(room_id)
+    verification = verify(records)
+    # The chain is consistent with itself; it must also say what the room's stream says.
+    by_version = {e.version: e for e in envelopes}
+    for record in records if verification.ok else ():
+        stored = by_version.get(record.version)
+        if stored is None or (stored.event_id, stored.event) != (record.event_id, record.event):
+            verification = msgspec.structs.replace(
+                verification,
+                ok=False,
+                broken_at=record.seq,
+                reason=f"record {record.seq}: differs from version {record.version} "
+                "of the room's stream",
+            )
+            break
+    print(json.dumps(msgspec.to_builtins(verification), indent=2))
+    return 0 if verification.ok else 1
+
+
+async def audit_replay(
+    settings: Settings, room_id: str, version: int | None, time: dt.datetime | None
+) -> int:
+    async with redis_for(settings) as client:
+        envelopes = await store_for(settings, client).read(room_id)
+    result = replay(envelopes, until_version=version, until_time=time)
+    body = {"state": result.state, "timeline": result.timeline}
+    print(json.dumps(msgspec.to_builtins(body), indent=2))
+    return 0
+
+
+def parser() -> argparse.ArgumentParser:
+    top = argparse.ArgumentParser(prog="earpiece", description=__doc__.split("\n")[0])
+    top.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    commands = top.add_subparsers(dest="command", required=True)
+
+    commands.add_parser("serve", help="run the HTTP service")
+
+    token = commands.add_parser("token", help="mint a development token")
+    token.add_argument("--room", required=True)
+    token.add_argument("--role", required=True, choices=[r.value for r in Role])
+    token.add_argument("--sub", help="subject (default: <role>-1)")
+    token.add_argument("--name", help="display name (default: the subject)")
+    token.add_argument("--whisper", action="store_true", help="may whisper (supervisors)")
+    token.add_argument("--ttl", type=int, default=3600, help="seconds (default 3600)")
+
+    audit = commands.add_parser("audit", help="check or replay a room's audit log")
+    audit_commands = audit.add_subparsers(dest="audit_command", required=True)
+    audit_commands.add_parser("verify", help="verify the hash chain").add_argument("room")
+    replay_parser = audit_commands.add_parser("replay", help="state and timeline as of then")
+    replay_parser.add_argument("room")
+    until = replay_parser.add_mutually_exclusive_group()
+    until.add_argument("--version", type=int)
+    until.add_argument("--time", type=dt.datetime.fromisoformat, help="ISO 8601, with zone")
+
+    commands.add_parser("schema", help="print the envelope's JSON Schema")
+
+    bench = commands.add_parser("bench", help="benchmarks (docs/BENCHMARKS.md)")
+    bench_commands = bench.add_subparsers(dest="bench_command", required=True)
+    store_bench = bench_commands.add_parser("store", help="event store append/follow/recovery")
+    store_bench.add_argument("--seconds", type=float, default=5.0, help="per throughput phase")
+    store_bench.add_argument("--recovery-events", type=int, default=100_000)
+    store_bench.add_argument("--appendfsync", choices=["always", "everysec"], default="always")
+    return top
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    settings = Settings.from_env()
+    match args.command:
+        case "serve":
+            asyncio.run(serve(settings))
+            return 0
+        case "token":
+            subject = args.sub or f"{args.role}-1"
+            print(
+                mint_token(
+                    settings.signing_secret(),
+                    subject=subject,
+                    name=args.name or subject,
+                    room=args.room,
+                    role=Role(args.role),
+                    whisper=args.whisper,
+                    audience=settings.jwt_audience,
+                    issuer=settings.jwt_issuer,
+                    ttl_s=args.ttl,
+                )
+            )
+            return 0
+        case "audit" if args.audit_command == "verify":
+            return asyncio.run(audit_verify(settings, args.room))
+        case "audit":
+            return asyncio.run(audit_replay(settings, args.room, args.version, args.time))
+        case "schema":
+            print(json.dumps(envelope_json_schema(), indent=2))
+            return 0
+        case "bench":
+            from services.bench_store import run_store_bench
+
+            return asyncio.run(
+                run_store_bench(args.seconds, args.recovery_events, args.appendfsync)
+            )
+    return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

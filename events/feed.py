@@ -130,8 +130,12 @@ class FeedConsumer:
             if deliveries < self.max_deliveries:
                 log.warning(
                     "handler failed on %s %s (delivery %d of %d), left pending: %r",
-                    self.feed, entry_id.decode(), deliveries, self.max_deliveries, exc,
-                )  # fmt: skip
+                    self.feed,
+                    entry_id.decode(),
+                    deliveries,
+                    self.max_deliveries,
+                    exc,
+                )
                 return
             await self._quarantine(entry_id, fields, f"handler failed {deliveries} times: {exc!r}")
             return
@@ -146,8 +150,11 @@ class FeedConsumer:
     async def _quarantine(self, entry_id: bytes, fields: dict[bytes, bytes], reason: str) -> None:
         log.error(
             "quarantined %s entry %s for group %r: %s",
-            self.feed, entry_id.decode(), self.group, reason,
-        )  # fmt: skip
+            self.feed,
+            entry_id.decode(),
+            self.group,
+            reason,
+        )
         record: dict[Any, Any] = {
             **fields,
             b"source": self.feed,

@@ -14,7 +14,7 @@ reached the kernel) but up to a second may be lost with the power.
 from __future__ import annotations
 
 import hashlib
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncGenerator, Sequence
 from typing import Any
 
 import msgspec
@@ -179,7 +179,7 @@ class EventStore:
 
     async def read_all(
         self, room_id: str, *, after_version: int = 0, page: int = 1000
-    ) -> AsyncIterator[Envelope]:
+    ) -> AsyncGenerator[Envelope, None]:
         """Every envelope above ``after_version``, fetched ``page`` at a time."""
         while batch := await self.read(room_id, after_version=after_version, count=page):
             for envelope in batch:
@@ -188,7 +188,7 @@ class EventStore:
 
     async def follow(
         self, room_id: str, *, after_version: int = 0, block_ms: int = 1000
-    ) -> AsyncIterator[Envelope]:
+    ) -> AsyncGenerator[Envelope, None]:
         """Every envelope above ``after_version``, then each new one as soon as it is appended.
 
         Runs until cancelled. Each wait is one ``XREAD BLOCK``, so a new event reaches the

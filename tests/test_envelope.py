@@ -47,11 +47,15 @@ def test_codec_upcasts_an_envelope_written_under_an_older_schema() -> None:
     codec = EnvelopeCodec({1: body_to_text}, current=2)
     old = msgspec.json.encode(
         {
-            "event_id": "e1", "room_id": "room-1", "version": 3, "time": "2026-11-26T09:30:00Z",
-            "actor": "sup-1", "schema_version": 1,
+            "event_id": "e1",
+            "room_id": "room-1",
+            "version": 3,
+            "time": "2026-11-26T09:30:00Z",
+            "actor": "sup-1",
+            "schema_version": 1,
             "event": {"type": "cue_sent", "cue_id": "c1", "coach": "sup-1", "body": "Slow down"},
         }
-    )  # fmt: skip
+    )
 
     decoded = codec.decode(old)
 

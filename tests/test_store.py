@@ -78,9 +78,11 @@ async def test_appenders_retrying_on_conflict_leave_no_gap_or_duplicate(
                 version = await store.version("room-1")
                 try:
                     await store.append(
-                        "room-1", [CueSent(cue_id=f"{n}-{i}", coach="s", text="t")],
-                        expected_version=version, actor=f"w{n}",
-                    )  # fmt: skip
+                        "room-1",
+                        [CueSent(cue_id=f"{n}-{i}", coach="s", text="t")],
+                        expected_version=version,
+                        actor=f"w{n}",
+                    )
                     break
                 except WrongExpectedVersion:
                     continue

@@ -1,0 +1,248 @@
+"""The HTTP service, served by a real uvicorn on loopback, against a real redis-server."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator
+
+import httpx
+import jwt
+import pytest
+import redis.asyncio as redis
+import uvicorn
+
+from events.room import Role
+from services.app import create_app
+from services.auth import mint_token
+from services.redis_server import RedisServer, free_loopback_port
+from services.settings import Settings
+
+SECRET = "test-secret-of-at-least-32-bytes!"
+
+
+@pytest.fixture
+async def service(
+    redis_server: RedisServer, redis_client: redis.Redis
+) -> AsyncIterator[httpx.AsyncClient]:
+    settings = Settings(redis_url=redis_server.url, jwt_secret=SECRET, port=free_loopback_port())
+    server = uvicorn.Server(
+        uvicorn.Config(
+            create_app(settings, redis_client),
+            host="127.0.0.1",
+            port=settings.port,
+            log_level="warning",
+        )
+    )
+    serving = asyncio.create_task(server.serve())
+    while not server.started:
+        await asyncio.sleep(0.01)
+    async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{settings.port}") as client:
+        yield client
+    server.should_exit = True
+    await serving
+
+
+def token(
+    role: Role,
+    /,
+    *,
+    room: str = "room-1",
+    sub: str | None = None,
+    whisper: bool = False,
+    **claims: object,
+) -> str:
+    subject = sub or f"{role}-1"
+    minted = mint_token(
+        SECRET,
+        subject=subject,
+        name=subject.title(),
+        room=room,
+        role=role,
+        whisper=whisper,
+        audience="earpiece",
+        issuer="earpiece",
+    )
+    if not claims:
+        return minted
+    payload = jwt.decode(minted, options={"verify_signature": False}) | claims
+    return jwt.encode(payload, SECRET, algorithm="HS256")
+
+
+def bearer(value: str) -> dict[str, str]:
+    return {"authorization": f"Bearer {value}"}
+
+
+async def command(
+    client: httpx.AsyncClient, value: str, body: object, room: str = "room-1"
+) -> httpx.Response:
+    return await client.post(f"/rooms/{room}/commands", json=body, headers=bearer(value))
+
+
+async def test_healthz_answers_ok(service: httpx.AsyncClient) -> None:
+    response = await service.get("/healthz")
+
+    assert (response.status_code, response.json()) == (200, {"status": "ok"})
+
+
+async def test_accepted_command_answers_201_with_the_stored_versions(
+    service: httpx.AsyncClient,
+) -> None:
+    coach = token(Role.SUPERVISOR, whisper=True)
+    assert (await command(service, coach, {"command": "join"})).status_code == 201
+
+    response = await command(service, coach, {"command": "start_whisper"})
+
+    assert response.status_code == 201
+    assert response.json() == {"first_version": 2, "last_version": 3, "duplicate": False}
+
+
+async def test_command_that_changes_nothing_answers_200(service: httpx.AsyncClient) -> None:
+    agent = token(Role.AGENT)
+    await command(service, agent, {"command": "join"})
+
+    response = await command(service, agent, {"command": "join"})
+
+    assert (response.status_code, response.json()) == (200, {"version": 1})
+
+
+async def test_customer_sending_a_cue_is_rejected_with_409(service: httpx.AsyncClient) -> None:
+    customer = token(Role.CUSTOMER)
+    await command(service, customer, {"command": "join"})
+
+    response = await command(
+        service, customer, {"command": "send_cue", "cue_id": "c1", "text": "hi"}
+    )
+
+    assert response.status_code == 409
+    assert response.json()["error"] == "rejected"
+    assert "customer" in response.json()["detail"]
+
+
+@pytest.mark.parametrize(
+    ("headers", "status", "detail"),
+    [
+        ({}, 401, "send Authorization: Bearer <token>"),
+        (bearer("not-a-jwt"), 401, "invalid token"),
+        (
+            bearer(
+                jwt.encode({"sub": "x"}, "another-secret-of-at-least-32-bytes", algorithm="HS256")
+            ),
+            401,
+            "Signature verification failed",
+        ),
+        (
+            bearer(
+                jwt.encode(
+                    {"sub": "x", "room": "room-1", "role": "supervisor"}, None, algorithm="none"
+                )
+            ),
+            401,
+            "invalid token",
+        ),
+        (bearer(token(Role.AGENT, exp=int(time.time()) - 10)), 401, "expired"),
+        (bearer(token(Role.AGENT, nbf=int(time.time()) + 600)), 401, "not yet valid"),
+        (bearer(token(Role.AGENT, aud="another-service")), 401, "Audience doesn't match"),
+        (bearer(token(Role.AGENT, iss="someone-else")), 401, "Invalid issuer"),
+        (bearer(token(Role.AGENT, role="admin")), 401, "invalid token claims"),
+        (bearer(token(Role.AGENT, room="room-2")), 403, "token is for room 'room-2', not 'room-1'"),
+    ],
+    ids=[
+        "missing",
+        "garbage",
+        "forged",
+        "alg-none",
+        "expired",
+        "not-yet-valid",
+        "audience",
+        "issuer",
+        "unknown-role",
+        "other-room",
+    ],
+)
+async def test_bad_tokens_are_refused_and_nothing_is_stored(
+    service: httpx.AsyncClient,
+    redis_client: redis.Redis,
+    headers: dict[str, str],
+    status: int,
+    detail: str,
+) -> None:
+    response = await service.post(
+        "/rooms/room-1/commands", json={"command": "join"}, headers=headers
+    )
+
+    assert response.status_code == status
+    assert detail in response.json()["detail"]
+    assert await redis_client.keys("*room-1*") == []
+
+
+@pytest.mark.parametrize(
+    ("content", "status", "error", "detail"),
+    [
+        (b"{not json", 400, "invalid_json", "malformed"),
+        (
+            b'{"command": "whisper_louder"}',
+            422,
+            "invalid_command",
+            "Invalid value 'whisper_louder' - at `$.command`",
+        ),
+        (
+            b'{"command": "send_cue", "cue_id": "c1", "text": 5}',
+            422,
+            "invalid_command",
+            "Expected `str`, got `int` - at `$.text`",
+        ),
+        (
+            b'{"command": "join", "role": "supervisor"}',
+            422,
+            "invalid_command",
+            "unknown field `role`",
+        ),
+        (
+            b'{"command": "send_cue", "cue_id": "c1", "text": "' + b"x" * 20_000 + b'"}',
+            413,
+            "too_large",
+            "over 16384",
+        ),
+    ],
+    ids=["malformed", "unknown-command", "wrong-type", "unknown-field", "oversized"],
+)
+async def test_bad_bodies_get_a_clear_error_and_the_service_keeps_running(
+    service: httpx.AsyncClient, content: bytes, status: int, error: str, detail: str
+) -> None:
+    agent = token(Role.AGENT)
+
+    response = await service.post("/rooms/room-1/commands", content=content, headers=bearer(agent))
+
+    assert (response.status_code, response.json()["error"]) == (status, error)
+    assert detail in response.json()["detail"]
+    assert (await command(service, agent, {"command": "join"})).status_code == 201
+
+
+async def test_room_id_that_cannot_name_a_stream_is_a_400(service: httpx.AsyncClient) -> None:
+    response = await command(
+        service, token(Role.AGENT, room="a{b}"), {"command": "join"}, room="a{b}"
+    )
+
+    assert (response.status_code, response.json()["error"]) == (400, "invalid_room")
+
+
+async def test_audit_timeline_is_served_to_supervisors_only(service: httpx.AsyncClient) -> None:
+    coach = token(Role.SUPERVISOR, whisper=True)
+    agent = token(Role.AGENT)
+    await command(service, agent, {"command": "join"})
+    await command(service, coach, {"command": "join"})
+    await command(service, coach, {"command": "start_whisper"})
+
+    deadline = time.monotonic() + 10
+    while True:  # the audit projection follows the feed: wait until it has caught up
+        body = (await service.get("/rooms/room-1/audit", headers=bearer(coach))).json()
+        if body["verification"]["checked"] == 4 or time.monotonic() > deadline:
+            break
+        await asyncio.sleep(0.05)
+
+    assert body["verification"]["ok"] is True
+    [whisper] = body["timeline"]["whispers"]
+    assert (whisper["subject"], whisper["ended"]) == ("supervisor-1", None)
+    refused = await service.get("/rooms/room-1/audit", headers=bearer(agent))
+    assert (refused.status_code, refused.json()["error"]) == (403, "forbidden")

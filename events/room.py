@@ -35,7 +35,9 @@ class WhisperRecording(enum.StrEnum):
     EXCLUDED = "excluded"
 
 
-class _Event(msgspec.Struct, frozen=True, kw_only=True, tag_field="type"):
+class _Event(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True, tag_field="type"):
+    # omit_defaults: a field added later (with a default, as it must be) leaves the bytes of
+    # older events unchanged, so the audit hashes sealed over them still verify.
     pass
 
 

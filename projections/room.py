@@ -1,0 +1,380 @@
+"""The room decider: its state, how events change it, and what a command is allowed to do.
+
+``initial_state`` + ``evolve`` fold a room's events into a ``RoomState`` (``fold`` does it over
+stored envelopes); ``decide`` answers a command from an actor with the events it causes, ``[]``
+when it changes nothing, or a ``Rejection`` saying why it cannot happen. Everything here is
+pure: the shell loads the state, calls ``decide``, appends the events and evolves.
+
+State is made of frozen Structs with fresh dicts on every change, so a snapshot is one msgpack
+encode and two states compare by value.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import TypeVar, assert_never
+
+import msgspec
+from msgspec.structs import replace
+
+from events.envelope import Envelope
+from events.room import (
+    CoachMode,
+    CoachModeSet,
+    CoachMuted,
+    CoachUnmuted,
+    CueAcknowledged,
+    CueSent,
+    MonitorStarted,
+    MonitorStopped,
+    ParticipantJoined,
+    ParticipantLeft,
+    RecordingPolicySet,
+    Role,
+    RoomClosed,
+    RoomEvent,
+    TalkPressed,
+    TalkReleased,
+    WhisperRecording,
+    WhisperStarted,
+    WhisperStopped,
+)
+from projections.commands import (
+    AcknowledgeCue,
+    Actor,
+    CloseRoom,
+    Join,
+    Leave,
+    MuteCoach,
+    PressTalk,
+    ReleaseTalk,
+    RoomCommand,
+    SendCue,
+    SetCoachMode,
+    SetRecordingPolicy,
+    StartMonitor,
+    StartWhisper,
+    StopMonitor,
+    StopWhisper,
+    UnmuteCoach,
+    command_name,
+)
+
+
+class Participant(msgspec.Struct, frozen=True):
+    subject: str
+    role: Role
+    name: str
+    can_whisper: bool
+
+
+class Coach(msgspec.Struct, frozen=True):
+    """What a supervisor is doing. Whispering implies monitoring: a coach hears what they coach."""
+
+    monitoring: bool = False
+    whispering: bool = False
+    mode: CoachMode = CoachMode.PUSH_TO_TALK
+    talking: bool = False
+    """The push-to-talk button is held."""
+    muted: bool = False
+
+
+class Cue(msgspec.Struct, frozen=True):
+    cue_id: str
+    coach: str
+    text: str
+    acknowledged: bool = False
+
+
+class RoomState(msgspec.Struct, frozen=True):
+    room_id: str
+    version: int = 0
+    participants: dict[str, Participant] = msgspec.field(default_factory=dict)
+    coaches: dict[str, Coach] = msgspec.field(default_factory=dict)
+    """One per joined supervisor, keyed by subject."""
+    cues: dict[str, Cue] = msgspec.field(default_factory=dict)
+    recording: WhisperRecording = WhisperRecording.EXCLUDED
+    closed: bool = False
+
+
+class Rejection(msgspec.Struct, frozen=True):
+    reason: str
+
+
+def initial_state(room_id: str) -> RoomState:
+    return RoomState(room_id=room_id)
+
+
+# --- evolve ----------------------------------------------------------------------------------
+
+# Stopping the monitor also ends a whisper (and starting a whisper starts the monitor), so even
+# a hand-written stream cannot leave a coach whispering into a call they do not hear.
+_STOPPED = {"monitoring": False, "whispering": False, "talking": False}
+
+
+def evolve(state: RoomState, event: RoomEvent) -> RoomState:
+    """The state after ``event``. Total: an event about an unknown subject changes nothing."""
+    match event:
+        case ParticipantJoined(subject=subject, role=role, name=name, can_whisper=can_whisper):
+            participant = Participant(subject, role, name, can_whisper)
+            coaches = _without(state.coaches, subject)
+            if role is Role.SUPERVISOR:
+                coaches[subject] = state.coaches.get(subject, Coach())
+            return replace(
+                state,
+                participants={**state.participants, subject: participant},
+                coaches=coaches,
+            )
+        case ParticipantLeft(subject=subject):
+            return replace(
+                state,
+                participants=_without(state.participants, subject),
+                coaches=_without(state.coaches, subject),
+            )
+        case MonitorStarted(coach=subject):
+            return _change_coach(state, subject, monitoring=True)
+        case MonitorStopped(coach=subject):
+            return _change_coach(state, subject, **_STOPPED)
+        case WhisperStarted(coach=subject):
+            return _change_coach(state, subject, whispering=True, monitoring=True)
+        case WhisperStopped(coach=subject):
+            return _change_coach(state, subject, whispering=False, talking=False)
+        case CoachModeSet(coach=subject, mode=mode):
+            return _change_coach(state, subject, mode=mode, talking=False)
+        case TalkPressed(coach=subject):
+            return _change_coach(state, subject, talking=True)
+        case TalkReleased(coach=subject):
+            return _change_coach(state, subject, talking=False)
+        case CoachMuted(coach=subject):
+            return _change_coach(state, subject, muted=True)
+        case CoachUnmuted(coach=subject):
+            return _change_coach(state, subject, muted=False)
+        case CueSent(cue_id=cue_id, coach=subject, text=text):
+            return replace(state, cues={**state.cues, cue_id: Cue(cue_id, subject, text)})
+        case CueAcknowledged(cue_id=cue_id):
+            cue = state.cues.get(cue_id)
+            if cue is None:
+                return state
+            return replace(state, cues={**state.cues, cue_id: replace(cue, acknowledged=True)})
+        case RecordingPolicySet(whisper=policy):
+            return replace(state, recording=policy)
+        case RoomClosed():
+            coaches = {subject: replace(c, **_STOPPED) for subject, c in state.coaches.items()}
+            return replace(state, closed=True, coaches=coaches)
+        case _:
+            assert_never(event)
+
+
+def fold(state: RoomState, envelopes: Iterable[Envelope]) -> RoomState:
+    """``state`` with each envelope's event applied, at the last envelope's version."""
+    for envelope in envelopes:
+        state = replace(evolve(state, envelope.event), version=envelope.version)
+    return state
+
+
+_V = TypeVar("_V")
+
+
+def _change_coach(state: RoomState, subject: str, **changes: object) -> RoomState:
+    coach = state.coaches.get(subject)
+    if coach is None:
+        return state
+    return replace(state, coaches={**state.coaches, subject: replace(coach, **changes)})
+
+
+def _without(mapping: dict[str, _V], key: str) -> dict[str, _V]:
+    return {k: v for k, v in mapping.items() if k != key}
+
+
+# --- decide ----------------------------------------------------------------------------------
+
+_EVERYONE = (Role.CUSTOMER, Role.AGENT, Role.SUPERVISOR)
+_STAFF = (Role.AGENT, Role.SUPERVISOR)
+_SUPERVISOR = (Role.SUPERVISOR,)
+
+ROLES_ALLOWED: dict[type[RoomCommand], tuple[Role, ...]] = {
+    Join: _EVERYONE,
+    Leave: _EVERYONE,
+    StartMonitor: _SUPERVISOR,
+    StopMonitor: _SUPERVISOR,
+    StartWhisper: _SUPERVISOR,
+    StopWhisper: _SUPERVISOR,
+    SetCoachMode: _SUPERVISOR,
+    PressTalk: _SUPERVISOR,
+    ReleaseTalk: _SUPERVISOR,
+    MuteCoach: _STAFF,
+    UnmuteCoach: _SUPERVISOR,
+    SendCue: _SUPERVISOR,
+    AcknowledgeCue: (Role.AGENT,),
+    SetRecordingPolicy: _SUPERVISOR,
+    CloseRoom: _STAFF,
+}
+"""Which roles may send each command at all; ``decide`` then checks the room's state."""
+
+# Everything that puts a coach's voice or words in the agent's ear. Stopping needs no claim,
+# so a coach whose claim was withdrawn mid-call can still get out.
+NEEDS_WHISPER_CLAIM: frozenset[type[RoomCommand]] = frozenset(
+    {StartWhisper, SetCoachMode, PressTalk, SendCue}
+)
+
+
+def decide(state: RoomState, command: RoomCommand, actor: Actor) -> list[RoomEvent] | Rejection:
+    """The events ``command`` from ``actor`` causes; ``[]`` if it changes nothing."""
+    refusal = _refusal(state, command, actor)
+    if refusal is not None:
+        return refusal
+    subject = actor.subject
+    # Only supervisors have a coach; everyone else acts as an idle one, which has nothing to end.
+    coach = state.coaches.get(subject, Coach())
+    match command:
+        case Join():
+            return _join(state, actor)
+        case Leave():
+            return [*_stop_monitor(subject, coach), ParticipantLeft(subject=subject)]
+        case StartMonitor():
+            return [] if coach.monitoring else [MonitorStarted(coach=subject)]
+        case StopMonitor():
+            return _stop_monitor(subject, coach)
+        case StartWhisper():
+            return _start_whisper(subject, coach)
+        case StopWhisper():
+            return _stop_whisper(subject, coach)
+        case SetCoachMode(mode=mode):
+            if coach.mode is mode:
+                return []
+            return [*_release_talk(subject, coach), CoachModeSet(coach=subject, mode=mode)]
+        case PressTalk():
+            return _press_talk(subject, coach)
+        case ReleaseTalk():
+            return _release_talk(subject, coach)
+        case MuteCoach(coach=target):
+            return _mute(state, actor, subject if target is None else target)
+        case UnmuteCoach(coach=target):
+            return _unmute(state, actor, subject if target is None else target)
+        case SendCue():
+            return _send_cue(state, subject, command)
+        case AcknowledgeCue(cue_id=cue_id):
+            return _acknowledge_cue(state, cue_id)
+        case SetRecordingPolicy(whisper=policy):
+            return [] if state.recording is policy else [RecordingPolicySet(whisper=policy)]
+        case CloseRoom(reason=reason):
+            return [RoomClosed(reason=reason)]
+        case _:
+            assert_never(command)
+
+
+def _refusal(state: RoomState, command: RoomCommand, actor: Actor) -> Rejection | None:
+    """Why ``actor`` may not send ``command`` here at all, whatever it asks for."""
+    name = command_name(command)
+    if state.closed:
+        return Rejection(f"{actor.subject} cannot {name}: room {state.room_id} is closed")
+    allowed = ROLES_ALLOWED[type(command)]
+    if actor.role not in allowed:
+        roles = " or ".join(allowed)
+        return Rejection(f"{actor.subject} cannot {name} as {actor.role}: only {roles}")
+    if type(command) in NEEDS_WHISPER_CLAIM and not actor.can_whisper:
+        return Rejection(f"{actor.subject} cannot {name}: the token has no whisper claim")
+    if isinstance(command, Join):
+        return None
+    participant = state.participants.get(actor.subject)
+    if participant is None:
+        return Rejection(f"{actor.subject} cannot {name}: not in room {state.room_id}")
+    if participant.role is not actor.role:
+        return Rejection(
+            f"{actor.subject} cannot {name}: joined as {participant.role}, "
+            f"but the token says {actor.role}"
+        )
+    return None
+
+
+def _join(state: RoomState, actor: Actor) -> list[RoomEvent] | Rejection:
+    if actor.subject in state.participants:
+        return []
+    if actor.role is not Role.SUPERVISOR:
+        for other in state.participants.values():
+            if other.role is actor.role:
+                return Rejection(
+                    f"{actor.subject} cannot join as {actor.role}: "
+                    f"{other.subject} is already the {actor.role} of room {state.room_id}"
+                )
+    return [
+        ParticipantJoined(
+            subject=actor.subject, role=actor.role, name=actor.name, can_whisper=actor.can_whisper
+        )
+    ]
+
+
+# The three ends nest: stopping the monitor stops the whisper, which releases the talk button.
+# Each end is its own event, in that order, so the audit shows every one.
+
+
+def _release_talk(subject: str, coach: Coach) -> list[RoomEvent]:
+    return [TalkReleased(coach=subject)] if coach.talking else []
+
+
+def _stop_whisper(subject: str, coach: Coach) -> list[RoomEvent]:
+    if not coach.whispering:
+        return []
+    return [*_release_talk(subject, coach), WhisperStopped(coach=subject)]
+
+
+def _stop_monitor(subject: str, coach: Coach) -> list[RoomEvent]:
+    if not coach.monitoring:
+        return []
+    return [*_stop_whisper(subject, coach), MonitorStopped(coach=subject)]
+
+
+def _start_whisper(subject: str, coach: Coach) -> list[RoomEvent]:
+    if coach.whispering:
+        return []
+    # One click from nothing to whisper: a whispering coach still hears the call.
+    monitor: list[RoomEvent] = [] if coach.monitoring else [MonitorStarted(coach=subject)]
+    return [*monitor, WhisperStarted(coach=subject)]
+
+
+def _press_talk(subject: str, coach: Coach) -> list[RoomEvent] | Rejection:
+    if not coach.whispering:
+        return Rejection(f"{subject} cannot talk while not whispering")
+    if coach.mode is CoachMode.OPEN_MIC:
+        return Rejection(f"{subject} cannot press talk: the microphone is open (open_mic mode)")
+    return [] if coach.talking else [TalkPressed(coach=subject)]
+
+
+def _mute(state: RoomState, actor: Actor, target: str) -> list[RoomEvent] | Rejection:
+    coach = state.coaches.get(target)
+    if coach is None:
+        return Rejection(f"{actor.subject} cannot mute {target}: not a supervisor in the room")
+    if target != actor.subject and actor.role is not Role.AGENT:
+        return Rejection(f"{actor.subject} cannot mute {target}: only the coach or the agent may")
+    return [] if coach.muted else [CoachMuted(coach=target)]
+
+
+def _unmute(state: RoomState, actor: Actor, target: str) -> list[RoomEvent] | Rejection:
+    coach = state.coaches.get(target)
+    if coach is None:
+        return Rejection(f"{actor.subject} cannot unmute {target}: not a supervisor in the room")
+    if target != actor.subject:
+        return Rejection(f"{actor.subject} cannot unmute {target}: only the coach may")
+    return [CoachUnmuted(coach=target)] if coach.muted else []
+
+
+def _send_cue(state: RoomState, subject: str, command: SendCue) -> list[RoomEvent] | Rejection:
+    if not any(p.role is Role.AGENT for p in state.participants.values()):
+        return Rejection(f"{subject} cannot send cue {command.cue_id}: no agent in the room")
+    if not command.text.strip():
+        return Rejection(f"{subject} cannot send cue {command.cue_id}: the text is blank")
+    sent = state.cues.get(command.cue_id)
+    if sent is None:
+        return [CueSent(cue_id=command.cue_id, coach=subject, text=command.text)]
+    if sent.coach == subject and sent.text == command.text:
+        return []  # a retry of the same cue
+    return Rejection(
+        f"{subject} cannot send cue {command.cue_id}: {sent.coach} already sent one with that id"
+    )
+
+
+def _acknowledge_cue(state: RoomState, cue_id: str) -> list[RoomEvent] | Rejection:
+    cue = state.cues.get(cue_id)
+    if cue is None:
+        return Rejection(f"cannot acknowledge cue {cue_id}: no such cue in room {state.room_id}")
+    return [] if cue.acknowledged else [CueAcknowledged(cue_id=cue_id)]

@@ -31,14 +31,16 @@ async def test_snapshot_plus_tail_equals_full_replay(store: EventStore) -> None:
     writer = RoomStates(store, snapshot_every=400)
     assert (await writer.current("room-1")).version == 1001
     snapshot = await store.load_snapshot("room-1")
-    assert snapshot is not None and snapshot.version == 1001
+    assert snapshot is not None
+    assert snapshot.version == 1001
     await write_room_tail(store, after=1001, through=1051)
 
     recovered = await RoomStates(store).current("room-1")
 
     assert recovered == await RoomStates(store).replay("room-1")
     assert recovered == fold(initial_state("room-1"), await store.read("room-1"))
-    assert recovered.version == 1051 and recovered.coaches["sup-1"].talking is True
+    assert recovered.version == 1051
+    assert recovered.coaches["sup-1"].talking is True
 
 
 async def write_room_tail(store: EventStore, *, after: int, through: int) -> None:
@@ -61,7 +63,8 @@ async def test_snapshot_is_written_once_snapshot_every_events_have_passed(
     await states.current("room-1")
 
     snapshot = await store.load_snapshot("room-1")
-    assert snapshot is not None and snapshot.version == 100
+    assert snapshot is not None
+    assert snapshot.version == 100
 
 
 @pytest.mark.parametrize(
@@ -95,4 +98,5 @@ async def test_warm_room_reads_only_the_new_tail(
 
     state = await states.current("room-1")
 
-    assert state.version == 12 and state.coaches["sup-1"].talking is False
+    assert state.version == 12
+    assert state.coaches["sup-1"].talking is False

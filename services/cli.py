@@ -18,8 +18,9 @@ import contextlib
 import datetime as dt
 import json
 import logging
+import signal
 import sys
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import msgspec
@@ -67,7 +68,26 @@ async def serve(settings: Settings) -> None:
         config = uvicorn.Config(
             create_app(settings, client), host=settings.host, port=settings.port
         )
-        await uvicorn.Server(config).serve()
+        await ShutdownOnSignal(config).serve()
+
+
+class ShutdownOnSignal(uvicorn.Server):
+    """uvicorn, minus its habit of re-raising SIGTERM/SIGINT once it has shut down.
+
+    That re-raise kills the process before ``redis_for`` can stop the local redis-server;
+    here a signal only asks the server to exit, and the cleanup after it runs.
+    """
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, self.handle_exit, sig, None)
+        try:
+            yield
+        finally:
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                loop.remove_signal_handler(sig)
 
 
 def store_for(settings: Settings, client: redis.Redis) -> EventStore:

@@ -3,11 +3,21 @@
 A token names one participant of one room: ``sub``, ``name``, ``room``, ``role`` (customer,
 agent or supervisor) and ``whisper`` (true only for supervisors allowed to coach), with ``exp``,
 ``aud`` and ``iss``. Only the configured algorithms are accepted, so ``alg: none`` and
-algorithm-confusion tokens fail verification.
+algorithm-confusion tokens fail verification; a verifier holds either a shared secret (HS*) or
+public keys (RS256, ES256, EdDSA), never both.
+
+Public keys come from a PEM or from the issuer's JWKS (``JwksKeys``): PyJWKClient caches the set
+and the token's ``kid`` picks the key. Fetching the set is blocking I/O, so async code calls
+``TokenVerifier.verify_async``, which goes to a thread only when the cache cannot answer.
+
+AuthError.status: 401 for a token to refuse (a new token may do), 403 for a valid token of
+another room, 503 when the JWKS cannot be fetched: the token may well be good, the client should
+retry later rather than sign in again, and monitoring should count it as an outage.
 """
 
 from __future__ import annotations
 
+import asyncio
 import time
 from typing import Any
 
@@ -17,6 +27,7 @@ import msgspec
 from events.errors import EarpieceError
 from events.room import Role
 from projections.commands import Actor
+from services.settings import ASYMMETRIC_ALGORITHMS, SYMMETRIC_ALGORITHMS, PublicKey, Settings
 
 REQUIRED_CLAIMS = ["exp", "aud", "iss", "sub", "name", "room", "role"]
 
@@ -42,16 +53,63 @@ class AuthError(EarpieceError):
         self.status = status
 
 
+class JwksKeys:
+    """The issuer's signing keys, published as a JWK Set at ``url``.
+
+    The set is kept for ``lifespan_s``; a ``kid`` missing from it makes PyJWKClient fetch the set
+    again, at most once per ``cooldown_s``, so tokens with made-up kids cannot hammer the issuer
+    (a rotated-in key is therefore seen within ``cooldown_s`` of its first use, or at once if the
+    issuer publishes it before signing with it, as issuers do).
+    """
+
+    def __init__(
+        self, url: str, *, lifespan_s: float = 300, cooldown_s: float = 30, timeout_s: float = 5
+    ) -> None:
+        self.url = url
+        self._client = jwt.PyJWKClient(
+            url, lifespan=lifespan_s, cooldown_duration=cooldown_s, timeout=timeout_s
+        )
+
+    def cached(self, kid: str) -> jwt.PyJWK | None:
+        """The signing key ``kid`` if the unexpired cached set has it; never does I/O."""
+        jwk_set = self._cached_set()
+        signing = (key for key in jwk_set or () if key.public_key_use in ("sig", None))
+        return next((key for key in signing if key.key_id == kid), None)
+
+    def fetch(self, kid: str) -> jwt.PyJWK:
+        """The signing key ``kid``, fetching the set when needed: blocking I/O, up to timeout_s."""
+        try:
+            return self._client.get_signing_key(kid)
+        except (jwt.PyJWKClientError, jwt.PyJWKSetError, OSError, ValueError) as exc:
+            # A plain PyJWKClientError with a good set in hand means the kid is not in it; any
+            # other failure (unreachable, not JSON, no usable keys) is the endpoint's.
+            if type(exc) is jwt.PyJWKClientError and self._cached_set() is not None:
+                raise AuthError(f"invalid token: no signing key with kid {kid!r}") from exc
+            raise AuthError(f"signing keys unavailable from {self.url}: {exc}", status=503) from exc
+
+    def _cached_set(self) -> jwt.PyJWKSet | None:
+        cache = self._client.jwk_set_cache
+        return None if cache is None else cache.get()
+
+
+Key = str | bytes | PublicKey | JwksKeys
+
+
 class TokenVerifier:
     def __init__(
         self,
-        key: str | bytes,
+        key: Key,
         *,
         audience: str,
         issuer: str,
         algorithms: tuple[str, ...] = ("HS256",),
         leeway_s: float = 0,
     ) -> None:
+        allowed = SYMMETRIC_ALGORITHMS if isinstance(key, str | bytes) else ASYMMETRIC_ALGORITHMS
+        if not algorithms or not set(algorithms) <= allowed:
+            raise ValueError(
+                f"a {type(key).__name__} key verifies {sorted(allowed)}, not {list(algorithms)}"
+            )
         self._key = key
         self._audience = audience
         self._issuer = issuer
@@ -59,11 +117,33 @@ class TokenVerifier:
         self._leeway_s = leeway_s
 
     def verify(self, token: str, room_id: str) -> Claims:
-        """The token's claims, if it is valid and names ``room_id``; AuthError otherwise."""
+        """The token's claims, if it is valid and names ``room_id``; AuthError otherwise.
+
+        With a JWKS this may fetch the key set and block: async code calls ``verify_async``.
+        """
+        key = self._key
+        if isinstance(key, JwksKeys):
+            return self._checked(token, key.fetch(_kid(token)), room_id)
+        return self._checked(token, key, room_id)
+
+    async def verify_async(self, token: str, room_id: str) -> Claims:
+        """As ``verify``, fetching a JWKS in a thread when the cached set lacks the token's key."""
+        key = self._key
+        if isinstance(key, JwksKeys):
+            kid = _kid(token)
+            jwk = key.cached(kid)
+            if jwk is None:
+                jwk = await asyncio.to_thread(key.fetch, kid)
+            return self._checked(token, jwk, room_id)
+        return self._checked(token, key, room_id)
+
+    def _checked(
+        self, token: str, key: str | bytes | PublicKey | jwt.PyJWK, room_id: str
+    ) -> Claims:
         try:
             payload = jwt.decode(
                 token,
-                self._key,
+                key,
                 algorithms=self._algorithms,
                 audience=self._audience,
                 issuer=self._issuer,
@@ -78,6 +158,34 @@ class TokenVerifier:
         if claims.room != room_id:
             raise AuthError(f"token is for room {claims.room!r}, not {room_id!r}", status=403)
         return claims
+
+
+def _kid(token: str) -> str:
+    try:
+        kid = jwt.get_unverified_header(token).get("kid")
+    except jwt.PyJWTError as exc:
+        raise AuthError(f"invalid token: {exc}") from exc
+    if not isinstance(kid, str):
+        raise AuthError("invalid token: no kid header to pick a key from the JWKS")
+    return kid
+
+
+def verifier_from_settings(settings: Settings) -> TokenVerifier:
+    """The verifier the settings describe: JWKS, else public key, else the shared secret."""
+    key: Key
+    if settings.jwt_jwks_url is not None:
+        key = JwksKeys(settings.jwt_jwks_url)
+    elif (public_key := settings.public_key()) is not None:
+        key = public_key
+    else:
+        key = settings.signing_secret()
+    return TokenVerifier(
+        key,
+        audience=settings.jwt_audience,
+        issuer=settings.jwt_issuer,
+        algorithms=settings.jwt_algorithms,
+        leeway_s=settings.jwt_leeway_s,
+    )
 
 
 def mint_token(

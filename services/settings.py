@@ -1,13 +1,46 @@
-"""Service settings, read from the environment once, at the edge (the CLI), into a frozen Struct."""
+"""Service settings, read from the environment once, at the edge (the CLI), into a frozen Struct.
+
+A Settings that exists is consistent: ``__post_init__`` refuses, with a SettingsError naming the
+environment variable to fix, JWT settings that would verify the wrong tokens.
+"""
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import secrets
 from collections.abc import Mapping
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import msgspec
+from cryptography.hazmat.primitives.asymmetric.ec import EllipticCurvePublicKey
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+from cryptography.hazmat.primitives.asymmetric.rsa import RSAPublicKey
+from cryptography.hazmat.primitives.serialization import load_pem_public_key
+
+from events.errors import EarpieceError
+
+SYMMETRIC_ALGORITHMS = frozenset({"HS256", "HS384", "HS512"})
+"""Verified with the shared secret (development, or a trusted issuer sharing it)."""
+ASYMMETRIC_ALGORITHMS = frozenset({"RS256", "ES256", "EdDSA"})
+"""Verified with the identity provider's public key, given as a PEM or published as a JWKS."""
+
+PublicKey = RSAPublicKey | EllipticCurvePublicKey | Ed25519PublicKey
+_KEY_TYPES: dict[str, type[PublicKey]] = {
+    "RS256": RSAPublicKey,
+    "ES256": EllipticCurvePublicKey,
+    "EdDSA": Ed25519PublicKey,
+}
+
+
+class SettingsError(EarpieceError, ValueError):
+    """A setting the service cannot start with; ``variable`` is the environment variable to fix."""
+
+    def __init__(self, variable: str, reason: str) -> None:
+        super().__init__(f"{variable}: {reason}")
+        self.variable = variable
+        self.reason = reason
 
 
 class Settings(msgspec.Struct, frozen=True, kw_only=True):
@@ -21,10 +54,58 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     snapshot_every: int = 500
     redis_appendfsync: str = "always"
     jwt_secret: str | None = None
-    """HS256 key for development; None: one is made and kept in ``data_dir/jwt-secret``."""
+    """HS* key for development; None: one is made and kept in ``data_dir/jwt-secret``."""
     jwt_audience: str = "earpiece"
     jwt_issuer: str = "earpiece"
+    jwt_algorithms: tuple[str, ...] = ("HS256",)
+    """All from SYMMETRIC_ALGORITHMS, or all from ASYMMETRIC_ALGORITHMS, never both."""
+    jwt_public_key: str | None = None
+    """The issuer's public key for the asymmetric algorithms: PEM text or the path of a PEM file."""
+    jwt_jwks_url: str | None = None
+    """The issuer's JWKS (https, or http on loopback); each token's ``kid`` picks a key in it."""
+    jwt_leeway_s: float = 0
+    """Clock skew tolerated on ``exp`` and ``nbf``."""
     max_command_bytes: int = 16 * 1024
+
+    def __post_init__(self) -> None:
+        algorithms = set(self.jwt_algorithms)
+        if not algorithms:
+            raise SettingsError("EARPIECE_JWT_ALGORITHMS", "name at least one algorithm")
+        if any(name.lower() == "none" for name in algorithms):
+            raise SettingsError("EARPIECE_JWT_ALGORITHMS", "'none' would accept unsigned tokens")
+        unknown = algorithms - SYMMETRIC_ALGORITHMS - ASYMMETRIC_ALGORITHMS
+        if unknown:
+            allowed = sorted(SYMMETRIC_ALGORITHMS | ASYMMETRIC_ALGORITHMS)
+            raise SettingsError(
+                "EARPIECE_JWT_ALGORITHMS", f"unsupported {sorted(unknown)}; choose from {allowed}"
+            )
+        if algorithms & SYMMETRIC_ALGORITHMS and algorithms & ASYMMETRIC_ALGORITHMS:
+            raise SettingsError(
+                "EARPIECE_JWT_ALGORITHMS",
+                f"mixes shared-secret and public-key algorithms {sorted(algorithms)}: a public "
+                "key could then be used as an HMAC secret (algorithm confusion)",
+            )
+        key_sources = [self.jwt_public_key, self.jwt_jwks_url]
+        if algorithms <= SYMMETRIC_ALGORITHMS and any(key_sources):
+            raise SettingsError(
+                "EARPIECE_JWT_ALGORITHMS",
+                f"{sorted(algorithms)} verify with the shared secret, yet EARPIECE_JWT_PUBLIC_KEY "
+                "or EARPIECE_JWT_JWKS_URL is set: name the issuer's algorithms (e.g. RS256)",
+            )
+        if algorithms <= ASYMMETRIC_ALGORITHMS and not any(key_sources):
+            raise SettingsError(
+                "EARPIECE_JWT_PUBLIC_KEY",
+                f"{sorted(algorithms)} need the issuer's public key: set EARPIECE_JWT_PUBLIC_KEY "
+                "or EARPIECE_JWT_JWKS_URL",
+            )
+        if all(key_sources):
+            raise SettingsError(
+                "EARPIECE_JWT_JWKS_URL", "set EARPIECE_JWT_PUBLIC_KEY or this one, not both"
+            )
+        if self.jwt_jwks_url is not None:
+            _check_jwks_url(self.jwt_jwks_url)
+        if self.jwt_leeway_s < 0:
+            raise SettingsError("EARPIECE_JWT_LEEWAY_S", f"{self.jwt_leeway_s} is negative")
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] = os.environ) -> Settings:
@@ -40,18 +121,29 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
             "EARPIECE_JWT_SECRET": "jwt_secret",
             "EARPIECE_JWT_AUDIENCE": "jwt_audience",
             "EARPIECE_JWT_ISSUER": "jwt_issuer",
+            "EARPIECE_JWT_ALGORITHMS": "jwt_algorithms",
+            "EARPIECE_JWT_PUBLIC_KEY": "jwt_public_key",
+            "EARPIECE_JWT_JWKS_URL": "jwt_jwks_url",
+            "EARPIECE_JWT_LEEWAY_S": "jwt_leeway_s",
             "EARPIECE_MAX_COMMAND_BYTES": "max_command_bytes",
         }
-        given = {field: environ[name] for name, field in names.items() if environ.get(name)}
+        given: dict[str, object] = {
+            field: environ[name] for name, field in names.items() if environ.get(name)
+        }
+        if "jwt_algorithms" in given:
+            listed = environ["EARPIECE_JWT_ALGORITHMS"].split(",")
+            given["jwt_algorithms"] = [name.strip() for name in listed if name.strip()]
         try:
             return msgspec.convert(given, cls, strict=False)
         except msgspec.ValidationError as exc:
+            if isinstance(exc.__cause__, SettingsError):
+                raise SystemExit(f"bad setting {exc.__cause__}") from exc
             field = str(exc).rsplit("`$.", 1)[-1].rstrip("`")
             variable = next((n for n, f in names.items() if f == field), field)
             raise SystemExit(f"bad setting {variable}: {exc}") from exc
 
     def signing_secret(self) -> str:
-        """The HS256 secret: the configured one, else the development one kept in data_dir."""
+        """The HS* secret: the configured one, else the development one kept in data_dir."""
         if self.jwt_secret:
             return self.jwt_secret
         path = Path(self.data_dir) / "jwt-secret"
@@ -60,3 +152,47 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
             path.touch(mode=0o600)
             path.write_text(secrets.token_urlsafe(32))
         return path.read_text().strip()
+
+    def public_key(self) -> PublicKey | None:
+        """The issuer's key from ``jwt_public_key`` (read once, at startup), checked against the
+        algorithms; None when the keys come from the JWKS URL or the shared secret is used."""
+        if self.jwt_public_key is None:
+            return None
+        text = self.jwt_public_key.strip()
+        if text.startswith("-----BEGIN"):
+            pem = text.replace("\\n", "\n").encode()  # one-line env values escape newlines
+        else:
+            try:
+                pem = Path(text).read_bytes()
+            except OSError as exc:
+                reason = f"neither a PEM nor a readable file: {exc}"
+                raise SettingsError("EARPIECE_JWT_PUBLIC_KEY", reason) from exc
+        try:
+            key = load_pem_public_key(pem)
+        except (ValueError, TypeError) as exc:
+            raise SettingsError("EARPIECE_JWT_PUBLIC_KEY", f"not a PEM public key: {exc}") from exc
+        fits = any(isinstance(key, _KEY_TYPES[name]) for name in self.jwt_algorithms)
+        if fits and isinstance(key, PublicKey):
+            return key
+        raise SettingsError(
+            "EARPIECE_JWT_PUBLIC_KEY",
+            f"a {type(key).__name__} cannot verify {sorted(self.jwt_algorithms)}",
+        )
+
+
+def _check_jwks_url(url: str) -> None:
+    """https, or plain http to this machine only: a JWKS fetched in clear could be replaced."""
+    parts = urlsplit(url)
+    if parts.scheme == "https" and parts.hostname:
+        return
+    if parts.scheme == "http" and parts.hostname:
+        if parts.hostname == "localhost":
+            return
+        try:
+            if ipaddress.ip_address(parts.hostname).is_loopback:
+                return
+        except ValueError:
+            pass
+    raise SettingsError(
+        "EARPIECE_JWT_JWKS_URL", f"{url!r} is not an https URL (plain http only on loopback)"
+    )

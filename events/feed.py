@@ -25,6 +25,7 @@ from redis.exceptions import RedisError, ResponseError
 from events.envelope import Envelope, EnvelopeCodec
 from events.errors import MalformedEvent, StoreUnavailable
 from events.keys import KeySpace
+from events.store import raise_if_cancelling
 
 log = logging.getLogger(__name__)
 
@@ -74,6 +75,7 @@ class FeedConsumer:
         while await self.consume_once(handler, own_pending=True):
             pass
         while True:
+            raise_if_cancelling()
             await self.consume_once(handler)
 
     async def consume_once(self, handler: Handler, *, own_pending: bool = False) -> int:

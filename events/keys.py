@@ -8,6 +8,7 @@ can write the room's stream, its idempotency record and the feed together::
     earpiece:{p3}:room:<room>:snapshot   the latest snapshot of the room's state
     earpiece:{p3}:room:<room>:idem:<key> the result of an idempotent append
     earpiece:{p3}:room:<room>:audit      the room's hash-chained audit records
+    earpiece:{p3}:room:<room>:routes     every audio route the media plane applied or removed
     earpiece:{p3}:feed                   every event of the partition's rooms, in commit order
     earpiece:{p3}:quarantine             feed entries that could not be read
 
@@ -56,6 +57,9 @@ class KeySpace:
 
     def audit(self, room_id: str) -> str:
         return f"{self.room(room_id)}:audit"
+
+    def routes(self, room_id: str) -> str:
+        return f"{self.room(room_id)}:routes"
 
     def feed(self, partition: int) -> str:
         return f"{self._tag(partition)}:feed"

@@ -13,6 +13,7 @@ reached the kernel) but up to a second may be lost with the power.
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 from collections.abc import AsyncGenerator, Sequence
 from typing import Any
@@ -197,6 +198,7 @@ class EventStore:
         key = self.keys.room(room_id)
         last_id = f"{after_version}-0"
         while True:
+            raise_if_cancelling()
             reply = await self._call(
                 "XREAD", "COUNT", 500, "BLOCK", block_ms, "STREAMS", key, last_id
             )
@@ -228,6 +230,18 @@ class EventStore:
                 raw,
             )
         return envelope
+
+
+def raise_if_cancelling() -> None:
+    """Honour a cancellation that redis-py swallowed.
+
+    A task cancelled just as a blocking read's reply arrives can have the CancelledError
+    absorbed inside redis-py (redis/redis-py#2028); the request is still recorded on the task
+    (``Task.cancelling()``), so loops around blocking reads check it before each read.
+    """
+    task = asyncio.current_task()
+    if task is not None and task.cancelling():
+        raise asyncio.CancelledError
 
 
 def _fields(fields: Any) -> dict[bytes, bytes]:

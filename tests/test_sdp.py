@@ -1,8 +1,8 @@
 """services/sdp.py over real offers: one from an aiortc peer connection, one from Chromium.
 
-The peer connections have no ICE servers, so they gather host candidates from the interfaces
-without sending anything, and a remote description only ever reaches them with its candidates
-kept to loopback: no connectivity check leaves this machine.
+The peer connections have no ICE servers and gather host candidates on loopback only
+(conftest.py), and a remote description only ever reaches them with its candidates kept to
+loopback: no connectivity check leaves this machine.
 """
 
 from __future__ import annotations
@@ -522,14 +522,15 @@ def test_keep_candidates_from_drops_candidate_lines_that_do_not_parse() -> None:
     assert len(candidate_addresses(kept)) == 3
 
 
-async def test_keep_candidates_from_loopback_leaves_aiortc_interface_candidates_out(
+async def test_keep_candidates_from_filters_a_real_aiortc_offer(
     peer_connection: PeerConnections,
 ) -> None:
-    offer = await aiortc_offer(peer_connection, "sendonly")
+    offer = await aiortc_offer(peer_connection, "sendonly")  # gathered on loopback (conftest)
 
-    kept = keep_candidates_from(offer, LOOPBACK)
-
-    assert candidate_addresses(kept) == []
+    assert set(candidate_addresses(keep_candidates_from(offer, LOOPBACK))) == {"127.0.0.1"}
+    assert (
+        candidate_addresses(keep_candidates_from(offer, [ipaddress.ip_network("10.0.0.0/8")])) == []
+    )
 
 
 def test_keep_candidates_from_outputs_crlf_from_lf_input() -> None:

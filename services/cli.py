@@ -34,6 +34,7 @@ from events.store import EventStore
 from projections.audit import replay, verify
 from services.audit_trail import AuditTrail
 from services.auth import mint_token
+from services.ice import gather_on
 from services.redis_server import RedisServer
 from services.settings import Settings
 
@@ -64,6 +65,7 @@ async def redis_for(settings: Settings) -> AsyncIterator[redis.Redis]:
 async def serve(settings: Settings) -> None:
     from services.app import create_app  # Starlette is needed only here
 
+    gather_on(settings.ice_addresses)
     async with redis_for(settings) as client:
         config = uvicorn.Config(
             create_app(settings, client), host=settings.host, port=settings.port

@@ -66,8 +66,17 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     jwt_leeway_s: float = 0
     """Clock skew tolerated on ``exp`` and ``nbf``."""
     max_command_bytes: int = 16 * 1024
+    ice_addresses: tuple[str, ...] = ("127.0.0.1",)
+    """Where peer connections listen: their host candidates (mediasoup's listen ``ip``)."""
+    ice_announced_address: str | None = None
+    """The address clients must use instead, behind 1:1 NAT (mediasoup's announcedAddress)."""
+    ice_allowed_networks: tuple[str, ...] = ("127.0.0.0/8", "::1/128")
+    """Remote candidates outside these are dropped before any connectivity check is sent."""
+    coach_slots: int = 4
+    """How many coaches the agent can hear at once: its receive slots besides the customer's."""
 
     def __post_init__(self) -> None:
+        self._check_media()
         algorithms = set(self.jwt_algorithms)
         if not algorithms:
             raise SettingsError("EARPIECE_JWT_ALGORITHMS", "name at least one algorithm")
@@ -107,6 +116,28 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
         if self.jwt_leeway_s < 0:
             raise SettingsError("EARPIECE_JWT_LEEWAY_S", f"{self.jwt_leeway_s} is negative")
 
+    def _check_media(self) -> None:
+        try:
+            for address in (*self.ice_addresses, self.ice_announced_address or "127.0.0.1"):
+                ipaddress.ip_address(address)
+        except ValueError as exc:
+            raise SettingsError("EARPIECE_ICE_ADDRESSES", str(exc)) from exc
+        if not self.ice_addresses:
+            raise SettingsError("EARPIECE_ICE_ADDRESSES", "name at least one address")
+        if self.ice_announced_address is not None and len(self.ice_addresses) != 1:
+            raise SettingsError(
+                "EARPIECE_ICE_ANNOUNCED_ADDRESS", "announcing needs exactly one listen address"
+            )
+        try:
+            self.allowed_networks()
+        except ValueError as exc:
+            raise SettingsError("EARPIECE_ICE_ALLOWED_NETWORKS", str(exc)) from exc
+        if not 0 <= self.coach_slots <= 16:
+            raise SettingsError("EARPIECE_COACH_SLOTS", f"{self.coach_slots} is not in 0-16")
+
+    def allowed_networks(self) -> list[ipaddress.IPv4Network | ipaddress.IPv6Network]:
+        return [ipaddress.ip_network(network) for network in self.ice_allowed_networks]
+
     @classmethod
     def from_env(cls, environ: Mapping[str, str] = os.environ) -> Settings:
         names = {
@@ -126,13 +157,18 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
             "EARPIECE_JWT_JWKS_URL": "jwt_jwks_url",
             "EARPIECE_JWT_LEEWAY_S": "jwt_leeway_s",
             "EARPIECE_MAX_COMMAND_BYTES": "max_command_bytes",
+            "EARPIECE_ICE_ADDRESSES": "ice_addresses",
+            "EARPIECE_ICE_ANNOUNCED_ADDRESS": "ice_announced_address",
+            "EARPIECE_ICE_ALLOWED_NETWORKS": "ice_allowed_networks",
+            "EARPIECE_COACH_SLOTS": "coach_slots",
         }
+        lists = {"jwt_algorithms", "ice_addresses", "ice_allowed_networks"}
         given: dict[str, object] = {
             field: environ[name] for name, field in names.items() if environ.get(name)
         }
-        if "jwt_algorithms" in given:
-            listed = environ["EARPIECE_JWT_ALGORITHMS"].split(",")
-            given["jwt_algorithms"] = [name.strip() for name in listed if name.strip()]
+        for field in lists & given.keys():
+            listed = str(given[field]).split(",")
+            given[field] = [item.strip() for item in listed if item.strip()]
         try:
             return msgspec.convert(given, cls, strict=False)
         except msgspec.ValidationError as exc:

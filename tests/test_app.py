@@ -10,63 +10,18 @@ import httpx
 import jwt
 import pytest
 import redis.asyncio as redis
-import uvicorn
+from support import running_service, token
 
 from events.room import Role
-from services.app import create_app
-from services.auth import mint_token
-from services.redis_server import RedisServer, free_loopback_port
-from services.settings import Settings
-
-SECRET = "test-secret-of-at-least-32-bytes!"
+from services.redis_server import RedisServer
 
 
 @pytest.fixture
 async def service(
     redis_server: RedisServer, redis_client: redis.Redis
 ) -> AsyncIterator[httpx.AsyncClient]:
-    settings = Settings(redis_url=redis_server.url, jwt_secret=SECRET, port=free_loopback_port())
-    server = uvicorn.Server(
-        uvicorn.Config(
-            create_app(settings, redis_client),
-            host="127.0.0.1",
-            port=settings.port,
-            log_level="warning",
-        )
-    )
-    serving = asyncio.create_task(server.serve())
-    while not server.started:
-        await asyncio.sleep(0.01)
-    async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{settings.port}") as client:
-        yield client
-    server.should_exit = True
-    await serving
-
-
-def token(
-    role: Role,
-    /,
-    *,
-    room: str = "room-1",
-    sub: str | None = None,
-    whisper: bool = False,
-    **claims: object,
-) -> str:
-    subject = sub or f"{role}-1"
-    minted = mint_token(
-        SECRET,
-        subject=subject,
-        name=subject.title(),
-        room=room,
-        role=role,
-        whisper=whisper,
-        audience="earpiece",
-        issuer="earpiece",
-    )
-    if not claims:
-        return minted
-    payload = jwt.decode(minted, options={"verify_signature": False}) | claims
-    return jwt.encode(payload, SECRET, algorithm="HS256")
+    async with running_service(redis_server.url, redis_client) as running:
+        yield running.http
 
 
 def bearer(value: str) -> dict[str, str]:

@@ -1,0 +1,76 @@
+"""Helpers the test modules share: development tokens and a real service on loopback."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator
+from typing import NamedTuple
+
+import httpx
+import jwt
+import redis.asyncio as redis
+import uvicorn
+from starlette.applications import Starlette
+
+from events.room import Role
+from services.app import create_app
+from services.auth import mint_token
+from services.redis_server import free_loopback_port
+from services.settings import Settings
+
+SECRET = "test-secret-of-at-least-32-bytes!"
+
+
+def token(
+    role: Role,
+    /,
+    *,
+    room: str = "room-1",
+    sub: str | None = None,
+    whisper: bool = False,
+    **claims: object,
+) -> str:
+    """A token as the service expects it; extra keyword arguments override its claims."""
+    subject = sub or f"{role}-1"
+    minted = mint_token(
+        SECRET,
+        subject=subject,
+        name=subject.title(),
+        room=room,
+        role=role,
+        whisper=whisper,
+        audience="earpiece",
+        issuer="earpiece",
+    )
+    if not claims:
+        return minted
+    payload = jwt.decode(minted, options={"verify_signature": False}) | claims
+    return jwt.encode(payload, SECRET, algorithm="HS256")
+
+
+class RunningService(NamedTuple):
+    http: httpx.AsyncClient
+    """A client whose base URL is the service."""
+    app: Starlette
+
+
+@contextlib.asynccontextmanager
+async def running_service(
+    redis_url: str, client: redis.Redis, **settings: object
+) -> AsyncIterator[RunningService]:
+    """The whole app under a real uvicorn on a free loopback port, with a client for it."""
+    port = free_loopback_port()
+    config = Settings(redis_url=redis_url, jwt_secret=SECRET, port=port, **settings)  # type: ignore[arg-type]
+    app = create_app(config, client)
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
+    serving = asyncio.create_task(server.serve())
+    async with asyncio.timeout(10):
+        while not server.started:
+            await asyncio.sleep(0.01)
+    try:
+        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", timeout=10) as http:
+            yield RunningService(http, app)
+    finally:
+        server.should_exit = True
+        await serving

@@ -42,6 +42,7 @@ from services.http import (
 )
 from services.media import MediaPlane
 from services.room_states import RoomStates
+from services.route_log import RouteLog
 from services.settings import Settings
 from services.signaling import Signaling
 
@@ -101,7 +102,12 @@ class Api:
         if claims.role is not Role.SUPERVISOR:
             raise ApiError(403, "forbidden", f"a {claims.role} may not read the audit log")
         records = await self.audit.records(room_id)
-        return json_response({"verification": verify(records), "timeline": timeline_of(records)})
+        if not records:
+            raise ApiError(404, "not_found", f"room {room_id!r} has no audit records (yet)")
+        routes = await RouteLog(self.client, self.store.keys, room_id).read()
+        return json_response(
+            {"verification": verify(records), "timeline": timeline_of(records), "routes": routes}
+        )
 
 
 def create_app(settings: Settings, client: redis.Redis) -> Starlette:

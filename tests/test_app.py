@@ -201,3 +201,21 @@ async def test_audit_timeline_is_served_to_supervisors_only(service: httpx.Async
     assert (whisper["subject"], whisper["ended"]) == ("supervisor-1", None)
     refused = await service.get("/rooms/room-1/audit", headers=bearer(agent))
     assert (refused.status_code, refused.json()["error"]) == (403, "forbidden")
+
+
+async def test_audit_of_a_room_without_events_is_a_404(service: httpx.AsyncClient) -> None:
+    response = await service.get(
+        "/rooms/room-9/audit", headers=bearer(token(Role.SUPERVISOR, room="room-9"))
+    )
+
+    assert (response.status_code, response.json()["error"]) == (404, "not_found")
+
+
+async def test_customer_command_replies_carry_no_versions(service: httpx.AsyncClient) -> None:
+    coach = token(Role.SUPERVISOR, whisper=True)
+    await command(service, coach, {"command": "join"})
+    await command(service, coach, {"command": "start_monitor"})
+
+    joined = await command(service, token(Role.CUSTOMER), {"command": "join"})
+
+    assert (joined.status_code, joined.json()) == (201, {})

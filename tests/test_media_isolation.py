@@ -170,6 +170,15 @@ async def test_customer_never_hears_a_supervisor_in_any_phase_of_a_call(call: Ca
     assert heard(phase["cust"]) == {"agent"}
     assert heard(phase["agent"]) == {"cust", "sup-1", "sup-2"}
 
+    # The audit shows what the media plane did: coaches reached the agent, never the customer.
+    await call.media.rooms["room-1"].route_log.flush()
+    audit = await call.http.get(
+        "/rooms/room-1/audit", headers={"authorization": f"Bearer {call.tokens('sup-2')}"}
+    )
+    changes = {(c["op"], c["producer"], c["consumer"]) for c in audit.json()["routes"]}
+    assert {("applied", "sup-1", "agent"), ("removed", "sup-1", "agent")} <= changes
+    assert not {c for c in changes if c[1].startswith("sup") and c[2] == "cust"}
+
 
 async def test_customer_connection_carries_nothing_from_a_supervisor(call: Call) -> None:
     for subject in ("cust", "agent", "sup-1", "sup-2"):

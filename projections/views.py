@@ -1,0 +1,168 @@
+"""What each person in a room may see of it: one view per role, computed from the room's state.
+
+Pages are drawn from these views only. The customer's view is built from the customer and the
+agent alone: it names, counts and times nothing of a supervisor, and since it carries no
+version either, a page that is sent a view only when it changes learns nothing from *when*
+views arrive. The agent sees who is coaching and whose voice is in their ear; supervisors see
+the whole room.
+"""
+
+from __future__ import annotations
+
+from typing import assert_never
+
+import msgspec
+
+from events.room import CoachMode, Role, WhisperRecording
+from projections.room import RoomState
+from projections.routes import is_audible
+
+
+class Person(msgspec.Struct, frozen=True, kw_only=True):
+    subject: str
+    name: str
+
+
+class CoachBadge(msgspec.Struct, frozen=True, kw_only=True):
+    """What the agent sees of a coach: who, and whether their voice is in the agent's ear."""
+
+    subject: str
+    name: str
+    whispering: bool
+    audible: bool
+
+
+class CoachState(msgspec.Struct, frozen=True, kw_only=True):
+    """What supervisors see of each coach."""
+
+    subject: str
+    name: str
+    can_whisper: bool
+    monitoring: bool
+    whispering: bool
+    mode: CoachMode
+    talking: bool
+    muted: bool
+    audible: bool
+
+
+class CueView(msgspec.Struct, frozen=True, kw_only=True):
+    cue_id: str
+    coach: str
+    coach_name: str
+    text: str
+    acknowledged: bool
+
+
+class CustomerView(msgspec.Struct, frozen=True, kw_only=True, tag="customer"):
+    room_id: str
+    you: Person
+    agent: Person | None
+    closed: bool
+
+
+class AgentView(msgspec.Struct, frozen=True, kw_only=True, tag="agent"):
+    room_id: str
+    you: Person
+    customer: Person | None
+    coaches: tuple[CoachBadge, ...]
+    cues: tuple[CueView, ...]
+    closed: bool
+
+
+class SupervisorView(msgspec.Struct, frozen=True, kw_only=True, tag="supervisor"):
+    room_id: str
+    version: int
+    you: Person
+    customer: Person | None
+    agent: Person | None
+    coaches: tuple[CoachState, ...]
+    cues: tuple[CueView, ...]
+    recording: WhisperRecording
+    closed: bool
+
+
+RoomView = CustomerView | AgentView | SupervisorView
+
+
+def view_for(state: RoomState, subject: str, role: Role, name: str) -> RoomView:
+    """The room as ``subject`` (a ``role`` called ``name``) may see it."""
+    you = Person(subject=subject, name=name)
+    match role:
+        case Role.CUSTOMER:
+            return CustomerView(
+                room_id=state.room_id, you=you, agent=_first(state, Role.AGENT), closed=state.closed
+            )
+        case Role.AGENT:
+            return AgentView(
+                room_id=state.room_id,
+                you=you,
+                customer=_first(state, Role.CUSTOMER),
+                coaches=tuple(
+                    CoachBadge(
+                        subject=coach.subject,
+                        name=coach.name,
+                        whispering=coach.whispering,
+                        audible=coach.audible,
+                    )
+                    for coach in _coaches(state)
+                ),
+                cues=_cues(state),
+                closed=state.closed,
+            )
+        case Role.SUPERVISOR:
+            return SupervisorView(
+                room_id=state.room_id,
+                version=state.version,
+                you=you,
+                customer=_first(state, Role.CUSTOMER),
+                agent=_first(state, Role.AGENT),
+                coaches=_coaches(state),
+                cues=_cues(state),
+                recording=state.recording,
+                closed=state.closed,
+            )
+        case _:
+            assert_never(role)
+
+
+def _first(state: RoomState, role: Role) -> Person | None:
+    return next(
+        (
+            Person(subject=p.subject, name=p.name)
+            for p in state.participants.values()
+            if p.role is role
+        ),
+        None,
+    )
+
+
+def _coaches(state: RoomState) -> tuple[CoachState, ...]:
+    return tuple(
+        CoachState(
+            subject=subject,
+            name=state.participants[subject].name,
+            can_whisper=state.participants[subject].can_whisper,
+            monitoring=coach.monitoring,
+            whispering=coach.whispering,
+            mode=coach.mode,
+            talking=coach.talking,
+            muted=coach.muted,
+            audible=is_audible(coach),
+        )
+        for subject, coach in state.coaches.items()
+        if subject in state.participants
+    )
+
+
+def _cues(state: RoomState) -> tuple[CueView, ...]:
+    return tuple(
+        CueView(
+            cue_id=cue.cue_id,
+            coach=cue.coach,
+            coach_name=(p.name if (p := state.participants.get(cue.coach)) else cue.coach),
+            text=cue.text,
+            acknowledged=cue.acknowledged,
+        )
+        for cue in state.cues.values()
+    )

@@ -24,10 +24,10 @@ from starlette.routing import Route
 from projections.commands import Actor, Join, Leave, RoomCommand
 from projections.room import Rejection
 from services.auth import TokenVerifier
-from services.commands import CommandHandler
+from services.commands import Accepted, CommandHandler
 from services.http import ApiError, authenticate, bounded_body, room_id_of
 from services.media import Direction, MediaPlane, Session
-from services.sdp import MAX_SDP_BYTES, BadOffer
+from services.sdp import MAX_SDP_BYTES, BadOffer, check_offer
 
 log = logging.getLogger(__name__)
 
@@ -73,12 +73,19 @@ class Signaling:
         except UnicodeDecodeError as exc:
             raise ApiError(400, "bad_offer", "the offer is not UTF-8 text") from exc
         actor = claims.actor()
-        await self._command(room_id, Join(), actor)
+        # A bad offer is refused before the join, so that it leaves no event in the room.
+        slots = 1 if direction == "publish" else self.media.receive_slots(actor.role)
+        try:
+            check_offer(offer, max_audio_sections=slots, direction=direction)
+        except BadOffer as exc:
+            raise ApiError(400, "bad_offer", exc.reason) from exc
+        joined = await self._command(room_id, Join(), actor)
         start = self.media.publish if direction == "publish" else self.media.receive
         try:
             session, answer = await start(room_id, actor, offer)
         except BadOffer as exc:
-            await self._leave_if_gone(room_id, actor)
+            if joined:  # undo only the join this request made, not one made by a command
+                await self._leave_if_gone(room_id, actor)
             raise ApiError(400, "bad_offer", exc.reason) from exc
         location = f"/rooms/{room_id}/{PATHS[direction]}/{session.id}"
         return Response(answer, 201, {"Location": location}, "application/sdp")
@@ -94,10 +101,12 @@ class Signaling:
         await self._leave_if_gone(room_id, claims.actor())
         return Response(status_code=200)
 
-    async def _command(self, room_id: str, command: RoomCommand, actor: Actor) -> None:
+    async def _command(self, room_id: str, command: RoomCommand, actor: Actor) -> bool:
+        """Whether ``command`` stored events (False: it changed nothing); 409 if rejected."""
         outcome = await self.commands.handle(room_id, command, actor)
         if isinstance(outcome, Rejection):
             raise ApiError(409, "rejected", outcome.reason)
+        return isinstance(outcome, Accepted)
 
     async def _leave_if_gone(self, room_id: str, actor: Actor) -> None:
         """The participant leaves once none of their sessions is left in the room."""

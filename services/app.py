@@ -14,12 +14,13 @@ from collections.abc import AsyncIterator
 
 import msgspec
 import redis.asyncio as redis
+import uvicorn
 from redis.exceptions import RedisError
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import Response
-from starlette.routing import Route
+from starlette.routing import Route, WebSocketRoute
 
 from events.errors import IdempotencyKeyReused, StoreUnavailable
 from events.keys import KeySpace
@@ -40,6 +41,7 @@ from services.http import (
     room_id_of,
     store_unavailable,
 )
+from services.live import Live
 from services.media import MediaPlane
 from services.room_states import RoomStates
 from services.route_log import RouteLog
@@ -114,6 +116,7 @@ def create_app(settings: Settings, client: redis.Redis) -> Starlette:
     api = Api(settings, client)
     media = MediaPlane(settings, api.store, client)
     signaling = Signaling(media, api.commands, api.verifier)
+    live = Live(api.store, api.states, api.commands, api.verifier)
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
@@ -133,6 +136,7 @@ def create_app(settings: Settings, client: redis.Redis) -> Starlette:
             Route("/rooms/{room_id}/commands", api.post_command, methods=["POST"]),
             Route("/rooms/{room_id}/audit", api.get_audit),
             *signaling.routes(),
+            WebSocketRoute("/rooms/{room_id}/live", live.endpoint),
         ],
         exception_handlers={HTTPException: http_error, StoreUnavailable: store_unavailable},
         lifespan=lifespan,
@@ -140,3 +144,14 @@ def create_app(settings: Settings, client: redis.Redis) -> Starlette:
     app.state.api = api
     app.state.media = media
     return app
+
+
+def server_config(settings: Settings, app: Starlette, **options: object) -> uvicorn.Config:
+    """How uvicorn serves the app: WebSocket messages over the command size are refused (1009)."""
+    return uvicorn.Config(
+        app,
+        host=settings.host,
+        port=settings.port,
+        ws_max_size=settings.max_command_bytes,
+        **options,  # type: ignore[arg-type]
+    )

@@ -63,13 +63,11 @@ async def redis_for(settings: Settings) -> AsyncIterator[redis.Redis]:
 
 
 async def serve(settings: Settings) -> None:
-    from services.app import create_app  # Starlette is needed only here
+    from services.app import create_app, server_config  # the app is needed only here
 
     gather_on(settings.ice_addresses)
     async with redis_for(settings) as client:
-        config = uvicorn.Config(
-            create_app(settings, client), host=settings.host, port=settings.port
-        )
+        config = server_config(settings, create_app(settings, client))
         await ShutdownOnSignal(config).serve()
 
 

@@ -14,7 +14,7 @@ import uvicorn
 from starlette.applications import Starlette
 
 from events.room import Role
-from services.app import create_app
+from services.app import create_app, server_config
 from services.auth import mint_token
 from services.redis_server import free_loopback_port
 from services.settings import Settings
@@ -63,7 +63,7 @@ async def running_service(
     port = free_loopback_port()
     config = Settings(redis_url=redis_url, jwt_secret=SECRET, port=port, **settings)  # type: ignore[arg-type]
     app = create_app(config, client)
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
+    server = uvicorn.Server(server_config(config, app, log_level="warning"))
     serving = asyncio.create_task(server.serve())
     async with asyncio.timeout(10):
         while not server.started:

@@ -1,0 +1,190 @@
+"""The pages' live channel: one WebSocket per page at ``/rooms/{room}/live``.
+
+    page → server   {"type": "auth", "token": "<jwt>"}                      first, within 5 s
+                    {"type": "command", "id": "c7", "command": {"command": "press_talk"}}
+    server → page   {"type": "view", "view": {...}}      the room as this role may see it
+                    {"type": "ack", "id": "c7", "outcome": "accepted" | "unchanged"}
+                    {"type": "error", "id": "c7", "error": "<code>", "detail": "<sentence>"}
+
+The token travels in the first message, never in the URL (URLs land in logs). A command's ack
+only says it was taken; what it changed reaches every open page the same way, as a new view
+from the room's stream, so two supervisors and the agent always agree. A view is sent only
+when it changed: the customer's view carries nothing of supervisors, and neither does the
+timing of its updates.
+
+Recoverable mistakes (bad JSON, an unknown command, a wrong field, a rejected or rate-limited
+command) are answered with an ``error`` and the socket stays open. Close codes: 4401 no or bad
+token, 4403 token for another room, 4400 a room id that cannot exist, 1009 a message over the
+size limit (uvicorn's ``ws_max_size``), 1011 the event store is unavailable.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+
+import msgspec
+from starlette.websockets import WebSocket, WebSocketDisconnect
+
+from events.errors import InvalidRoomId, StoreUnavailable
+from events.keys import check_room_id
+from events.store import EventStore
+from projections.commands import RoomCommand
+from projections.room import Rejection, RoomState, fold
+from projections.views import RoomView, view_for
+from services.auth import AuthError, Claims, TokenVerifier
+from services.commands import Accepted, CommandHandler
+from services.room_states import RoomStates
+
+log = logging.getLogger(__name__)
+
+AUTH_TIMEOUT_S = 5.0
+UNAUTHORIZED, FORBIDDEN, BAD_ROOM = 4401, 4403, 4400
+TRY_AGAIN_LATER = 1011
+
+
+class Auth(msgspec.Struct, frozen=True, tag="auth", forbid_unknown_fields=True):
+    token: str
+
+
+class Command(msgspec.Struct, frozen=True, tag="command", forbid_unknown_fields=True):
+    command: RoomCommand
+    id: str = ""
+
+
+class ViewMessage(msgspec.Struct, frozen=True, tag="view"):
+    view: RoomView
+
+
+class Ack(msgspec.Struct, frozen=True, tag="ack"):
+    id: str
+    outcome: str
+
+
+class Error(msgspec.Struct, frozen=True, tag="error"):
+    error: str
+    detail: str
+    id: str = ""
+
+
+_auth_decoder = msgspec.json.Decoder(Auth)
+_command_decoder = msgspec.json.Decoder(Command)
+_encoder = msgspec.json.Encoder()
+
+
+class TokenBucket:
+    """``rate`` commands a second, bursts of ``burst``: a flood is refused, not queued."""
+
+    def __init__(self, rate: float, burst: int) -> None:
+        self.rate = rate
+        self.burst = burst
+        self._tokens = float(burst)
+        self._last = time.monotonic()
+
+    def take(self) -> bool:
+        now = time.monotonic()
+        self._tokens = min(self.burst, self._tokens + (now - self._last) * self.rate)
+        self._last = now
+        if self._tokens < 1:
+            return False
+        self._tokens -= 1
+        return True
+
+
+class Live:
+    def __init__(
+        self,
+        store: EventStore,
+        states: RoomStates,
+        commands: CommandHandler,
+        verifier: TokenVerifier,
+        *,
+        commands_per_s: float = 20,
+        burst: int = 40,
+    ) -> None:
+        self.store = store
+        self.states = states
+        self.commands = commands
+        self.verifier = verifier
+        self.commands_per_s = commands_per_s
+        self.burst = burst
+
+    async def endpoint(self, websocket: WebSocket) -> None:
+        await websocket.accept()
+        try:
+            room_id = check_room_id(websocket.path_params["room_id"])
+        except InvalidRoomId as exc:
+            await websocket.close(BAD_ROOM, str(exc)[:120])
+            return
+        claims = await self._authenticate(websocket, room_id)
+        if claims is None:
+            return
+        try:
+            async with asyncio.TaskGroup() as group:
+                views = group.create_task(self._send_views(websocket, room_id, claims))
+                await self._serve_commands(websocket, room_id, claims)
+                views.cancel()
+        except* WebSocketDisconnect:
+            pass
+        except* StoreUnavailable as failures:
+            log.warning("live %s: %s", room_id, failures.exceptions[0])
+            with contextlib.suppress(RuntimeError):  # already closed by the page
+                await websocket.close(TRY_AGAIN_LATER, "event store unavailable; reconnect")
+
+    async def _authenticate(self, websocket: WebSocket, room_id: str) -> Claims | None:
+        try:
+            first = await asyncio.wait_for(websocket.receive_text(), AUTH_TIMEOUT_S)
+            token = _auth_decoder.decode(first).token
+            return await self.verifier.verify_async(token, room_id)
+        except (TimeoutError, msgspec.DecodeError):
+            reason = 'send {"type": "auth", "token": "<jwt>"} first'
+            await websocket.close(UNAUTHORIZED, reason)
+        except AuthError as exc:
+            code = FORBIDDEN if exc.status == 403 else UNAUTHORIZED
+            await websocket.close(code, exc.reason[:120])  # a close reason holds 123 bytes
+        except WebSocketDisconnect:
+            pass
+        return None
+
+    async def _send_views(self, websocket: WebSocket, room_id: str, claims: Claims) -> None:
+        """The role's view now, then again each time an event of the room changes it."""
+        state = await self.states.current(room_id)
+        sent = await self._send_view(websocket, state, claims, None)
+        async for envelope in self.store.follow(room_id, after_version=state.version):
+            state = fold(state, [envelope])
+            sent = await self._send_view(websocket, state, claims, sent)
+
+    async def _send_view(
+        self, websocket: WebSocket, state: RoomState, claims: Claims, sent: RoomView | None
+    ) -> RoomView:
+        view = view_for(state, claims.sub, claims.role, claims.name)
+        if view != sent:
+            await self._send(websocket, ViewMessage(view))
+        return view
+
+    async def _serve_commands(self, websocket: WebSocket, room_id: str, claims: Claims) -> None:
+        bucket = TokenBucket(self.commands_per_s, self.burst)
+        actor = claims.actor()
+        async for text in websocket.iter_text():
+            if not bucket.take():
+                detail = f"over {self.commands_per_s:g} messages a second; slow down"
+                await self._send(websocket, Error(error="rate_limited", detail=detail))
+                continue
+            try:
+                message = _command_decoder.decode(text)
+            except msgspec.DecodeError as exc:
+                await self._send(websocket, Error(error="invalid_message", detail=str(exc)))
+                continue
+            outcome = await self.commands.handle(room_id, message.command, actor)
+            if isinstance(outcome, Rejection):
+                reply: Ack | Error = Error(error="rejected", detail=outcome.reason, id=message.id)
+            else:
+                accepted = isinstance(outcome, Accepted)
+                reply = Ack(id=message.id, outcome="accepted" if accepted else "unchanged")
+            await self._send(websocket, reply)
+
+    @staticmethod
+    async def _send(websocket: WebSocket, message: ViewMessage | Ack | Error) -> None:
+        await websocket.send_text(_encoder.encode(message).decode())

@@ -120,7 +120,8 @@ class SlotTrack(MediaStreamTrack):
             self._source = source
             self._offset = self._continuation(packet) - packet.timestamp
         pts = packet.timestamp + self._offset
-        self._last_pts = pts
+        # The newest pts sent: a late packet must not pull the next speaker's start back onto it.
+        self._last_pts = pts if self._last_pts is None else max(self._last_pts, pts)
         self._last_arrival = packet.arrival
         out = av.Packet(packet.payload)
         out.pts = pts

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -30,6 +31,7 @@ from events.store import raise_if_cancelling
 log = logging.getLogger(__name__)
 
 Handler = Callable[[Envelope], Awaitable[None]]
+StreamId = tuple[int, int]
 Entry = tuple[bytes, dict[bytes, bytes] | None]
 
 
@@ -169,3 +171,34 @@ class FeedConsumer:
 
     async def _ack(self, entry_id: bytes) -> None:
         await self.client.xack(self.feed, self.group, entry_id)
+
+
+def _stream_id(raw: bytes) -> StreamId:
+    milliseconds, sequence = raw.split(b"-")
+    return int(milliseconds), int(sequence)
+
+
+async def trim_feed(client: redis.Redis, feed: str, *, keep_s: float) -> int:
+    """Drop the feed entries that every group has handled and that are older than ``keep_s``.
+
+    The feed is a delivery queue, not the record: room streams are never trimmed, since the
+    audit is verified against them. An entry still pending in a group, or not yet read by one,
+    stays whatever its age; a feed with no group at all is left whole. Returns how many went.
+    """
+    try:
+        groups: list[dict[str, Any]] = await client.xinfo_groups(feed)
+    except ResponseError:
+        return 0  # no feed yet
+    if not groups:
+        return 0
+    keep_from: StreamId = (int((time.time() - keep_s) * 1000), 0)
+    for group in groups:
+        delivered = _stream_id(group["last-delivered-id"])
+        keep_from = min(keep_from, (delivered[0], delivered[1] + 1))
+        pending: dict[str, Any] = await client.xpending(feed, group["name"])
+        if pending["min"] is not None:
+            keep_from = min(keep_from, _stream_id(pending["min"]))
+    trimmed: int = await client.xtrim(
+        feed, minid=f"{keep_from[0]}-{keep_from[1]}", approximate=False
+    )
+    return trimmed

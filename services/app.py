@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import os
 import socket
 from collections.abc import AsyncIterator
@@ -23,6 +24,7 @@ from starlette.responses import Response
 from starlette.routing import Route, WebSocketRoute
 
 from events.errors import IdempotencyKeyReused, StoreUnavailable
+from events.feed import trim_feed
 from events.keys import KeySpace
 from events.room import Role
 from events.store import EventStore
@@ -47,6 +49,8 @@ from services.room_states import RoomStates
 from services.route_log import RouteLog
 from services.settings import Settings
 from services.signaling import Signaling
+
+log = logging.getLogger(__name__)
 
 _command_decoder = msgspec.json.Decoder(RoomCommand)
 
@@ -121,14 +125,17 @@ def create_app(settings: Settings, client: redis.Redis) -> Starlette:
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         consumer = f"{socket.gethostname()}-{os.getpid()}"
-        projection = asyncio.create_task(run_audit_projection(client, api.store, consumer=consumer))
+        background = [
+            asyncio.create_task(run_audit_projection(client, api.store, consumer=consumer)),
+            asyncio.create_task(trim_feeds(client, api.store.keys, settings.feed_retention_s)),
+        ]
         try:
             yield
         finally:
             await media.close()
-            projection.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await projection
+            for task in background:
+                task.cancel()
+            await asyncio.gather(*background, return_exceptions=True)
 
     app = Starlette(
         routes=[
@@ -144,6 +151,17 @@ def create_app(settings: Settings, client: redis.Redis) -> Starlette:
     app.state.api = api
     app.state.media = media
     return app
+
+
+async def trim_feeds(client: redis.Redis, keys: KeySpace, keep_s: float) -> None:
+    """Every minute, drop feed entries every group has handled once they are ``keep_s`` old."""
+    while True:
+        for feed in keys.feeds():
+            try:
+                await trim_feed(client, feed, keep_s=keep_s)
+            except RedisError as exc:
+                log.warning("trimming %s failed, will retry: %s", feed, exc)
+        await asyncio.sleep(60)
 
 
 def server_config(settings: Settings, app: Starlette, **options: object) -> uvicorn.Config:

@@ -66,6 +66,8 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     jwt_leeway_s: float = 0
     """Clock skew tolerated on ``exp`` and ``nbf``."""
     max_command_bytes: int = 16 * 1024
+    feed_retention_s: float = 24 * 3600
+    """How long the partition feeds keep entries every group has handled (room streams: always)."""
     ice_addresses: tuple[str, ...] = ("127.0.0.1",)
     """Where peer connections listen: their host candidates (mediasoup's listen ``ip``)."""
     ice_announced_address: str | None = None
@@ -157,6 +159,7 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
             "EARPIECE_JWT_JWKS_URL": "jwt_jwks_url",
             "EARPIECE_JWT_LEEWAY_S": "jwt_leeway_s",
             "EARPIECE_MAX_COMMAND_BYTES": "max_command_bytes",
+            "EARPIECE_FEED_RETENTION_S": "feed_retention_s",
             "EARPIECE_ICE_ADDRESSES": "ice_addresses",
             "EARPIECE_ICE_ANNOUNCED_ADDRESS": "ice_announced_address",
             "EARPIECE_ICE_ALLOWED_NETWORKS": "ice_allowed_networks",

@@ -7,7 +7,7 @@ import pytest
 import redis.asyncio as redis
 
 from events.envelope import Envelope
-from events.feed import FeedConsumer
+from events.feed import FeedConsumer, trim_feed
 from events.room import MonitorStarted
 from events.store import EventStore
 
@@ -137,3 +137,40 @@ async def test_entry_whose_handler_keeps_failing_is_quarantined_after_max_delive
     [(_id, quarantined)] = await redis_client.xrange(store.keys.quarantine(0))
     assert b"handler failed 3 times" in quarantined[b"reason"]
     assert (await redis_client.xpending(member.feed, "audit"))["pending"] == 0
+
+
+async def test_trim_feed_drops_only_what_every_group_handled_and_is_old_enough(
+    store: EventStore, redis_client: redis.Redis
+) -> None:
+    await append_monitors(store, "room-1", 6)
+    feed = store.keys.feed(0)
+    fast, slow = (
+        consumer(redis_client, "c1"),
+        FeedConsumer(redis_client, group="webhooks", consumer="w1", block_ms=50, batch=4),
+    )
+    await fast.ensure_group()
+    await slow.ensure_group()
+
+    async def ignore(envelope: Envelope) -> None:
+        pass
+
+    await fast.consume_once(ignore)  # the audit group handled all 6
+    await redis_client.xreadgroup("webhooks", "w1", {feed: ">"}, count=4)  # 1-4 pending
+    await slow.consume_once(ignore)  # reads 5 and 6 and acks them; 1-4 stay pending
+
+    assert await trim_feed(redis_client, feed, keep_s=3600) == 0  # nothing is old enough
+    assert await trim_feed(redis_client, feed, keep_s=0) == 0  # 1-4 still pending for webhooks
+    await redis_client.xack(feed, "webhooks", *[i for i, _ in await redis_client.xrange(feed)][:2])
+
+    assert await trim_feed(redis_client, feed, keep_s=0) == 2
+    assert [int(f[b"version"]) for _id, f in await redis_client.xrange(feed)] == [3, 4, 5, 6]
+    assert [e.version for e in await store.read("room-1")] == [1, 2, 3, 4, 5, 6]
+
+
+async def test_trim_feed_leaves_a_feed_without_groups_whole(
+    store: EventStore, redis_client: redis.Redis
+) -> None:
+    await append_monitors(store, "room-1", 3)
+
+    assert await trim_feed(redis_client, store.keys.feed(0), keep_s=0) == 0
+    assert await trim_feed(redis_client, "no-such-feed", keep_s=0) == 0

@@ -120,7 +120,7 @@ def create_app(settings: Settings, client: redis.Redis) -> Starlette:
     api = Api(settings, client)
     media = MediaPlane(settings, api.store, client)
     signaling = Signaling(media, api.commands, api.verifier)
-    live = Live(api.store, api.states, api.commands, api.verifier)
+    live = Live(api.store, api.states, api.commands, api.verifier, coach_slots=settings.coach_slots)
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:

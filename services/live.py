@@ -2,11 +2,15 @@
 
     page → server   {"type": "auth", "token": "<jwt>"}                      first, within 5 s
                     {"type": "command", "id": "c7", "command": {"command": "press_talk"}}
-    server → page   {"type": "view", "view": {...}}      the room as this role may see it
+    server → page   {"type": "hello", "role": "agent", "receive_slots": ["customer", ...]}
+                                                         once, after auth, before any view
+                    {"type": "view", "view": {...}}      the room as this role may see it
                     {"type": "ack", "id": "c7", "outcome": "accepted" | "unchanged"}
                     {"type": "error", "id": "c7", "error": "<code>", "detail": "<sentence>"}
 
-The token travels in the first message, never in the URL (URLs land in logs). A command's ack
+The token travels in the first message, never in the URL (URLs land in logs). ``hello`` tells the
+page its role and receive slots (a WHEP offer has one recvonly section per slot, in this order)
+and, to supervisors only, ``opened_at``: when the room's first event was stored. A command's ack
 only says it was taken; what it changed reaches every open page the same way, as a new view
 from the room's stream, so two supervisors and the agent always agree. A view is sent only
 when it changed: the customer's view carries nothing of supervisors, and neither does the
@@ -22,6 +26,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import datetime as dt
 import logging
 import time
 
@@ -30,6 +35,7 @@ from starlette.websockets import WebSocket, WebSocketDisconnect
 
 from events.errors import InvalidRoomId, StoreUnavailable
 from events.keys import check_room_id
+from events.room import Role
 from events.store import EventStore
 from projections.commands import RoomCommand
 from projections.room import Rejection, RoomState, fold
@@ -37,6 +43,7 @@ from projections.views import RoomView, view_for
 from services.auth import AuthError, Claims, TokenVerifier
 from services.commands import Accepted, CommandHandler
 from services.room_states import RoomStates
+from services.router import slot_names
 
 log = logging.getLogger(__name__)
 
@@ -52,6 +59,12 @@ class Auth(msgspec.Struct, frozen=True, tag="auth", forbid_unknown_fields=True):
 class Command(msgspec.Struct, frozen=True, tag="command", forbid_unknown_fields=True):
     command: RoomCommand
     id: str = ""
+
+
+class Hello(msgspec.Struct, frozen=True, tag="hello", omit_defaults=True):
+    role: Role
+    receive_slots: tuple[str, ...]
+    opened_at: dt.datetime | None = None
 
 
 class ViewMessage(msgspec.Struct, frozen=True, tag="view"):
@@ -103,6 +116,7 @@ class Live:
         *,
         commands_per_s: float = 20,
         burst: int = 40,
+        coach_slots: int = 4,
     ) -> None:
         self.store = store
         self.states = states
@@ -110,6 +124,7 @@ class Live:
         self.verifier = verifier
         self.commands_per_s = commands_per_s
         self.burst = burst
+        self.coach_slots = coach_slots
 
     async def endpoint(self, websocket: WebSocket) -> None:
         await websocket.accept()
@@ -122,6 +137,7 @@ class Live:
         if claims is None:
             return
         try:
+            await self._send(websocket, await self._hello(room_id, claims))
             async with asyncio.TaskGroup() as group:
                 views = group.create_task(self._send_views(websocket, room_id, claims))
                 await self._serve_commands(websocket, room_id, claims)
@@ -147,6 +163,13 @@ class Live:
         except WebSocketDisconnect:
             pass
         return None
+
+    async def _hello(self, room_id: str, claims: Claims) -> Hello:
+        slots = slot_names(claims.role, self.coach_slots)
+        if claims.role is not Role.SUPERVISOR:
+            return Hello(claims.role, slots)  # the first event may be a supervisor's
+        first = await self.store.read(room_id, count=1)
+        return Hello(claims.role, slots, first[0].time if first else None)
 
     async def _send_views(self, websocket: WebSocket, room_id: str, claims: Claims) -> None:
         """The role's view now, then again each time an event of the room changes it."""
@@ -186,5 +209,5 @@ class Live:
             await self._send(websocket, reply)
 
     @staticmethod
-    async def _send(websocket: WebSocket, message: ViewMessage | Ack | Error) -> None:
+    async def _send(websocket: WebSocket, message: Hello | ViewMessage | Ack | Error) -> None:
         await websocket.send_text(_encoder.encode(message).decode())

@@ -184,3 +184,31 @@ async def test_bad_authentication_closes_with_a_proper_code(
     service: RunningService, first: str | None, room: str, code: int
 ) -> None:
     assert await close_code(service, first, room) == code
+
+
+async def first_message(service: RunningService, role: Role, **claims: Any) -> dict[str, Any]:
+    url = str(service.http.base_url).replace("http", "ws", 1) + "/rooms/room-1/live"
+    async with websockets.connect(url) as socket:
+        await socket.send(json.dumps({"type": "auth", "token": token(role, **claims)}))
+        message: dict[str, Any] = json.loads(await socket.recv())
+        return message
+
+
+async def test_hello_tells_a_page_its_receive_slots_and_only_supervisors_when_the_room_opened(
+    service: RunningService,
+) -> None:
+    joined = await service.http.post(
+        "/rooms/room-1/commands",
+        json={"command": "join"},
+        headers={"authorization": f"Bearer {token(Role.SUPERVISOR, sub='sup-1')}"},
+    )
+    assert joined.status_code == 201
+
+    customer = await first_message(service, Role.CUSTOMER)
+    agent = await first_message(service, Role.AGENT)
+    supervisor = await first_message(service, Role.SUPERVISOR, sub="sup-2")
+
+    assert customer == {"type": "hello", "role": "customer", "receive_slots": ["agent"]}
+    assert agent["receive_slots"] == ["customer", "coach-1", "coach-2", "coach-3", "coach-4"]
+    assert supervisor["receive_slots"] == ["customer", "agent"]
+    assert supervisor["opened_at"].startswith("20")

@@ -31,6 +31,7 @@ from events.store import EventStore
 from projections.audit import timeline_of, verify
 from projections.commands import RoomCommand
 from projections.room import Rejection
+from services import pages
 from services.audit_trail import AuditTrail, run_audit_projection
 from services.auth import verifier_from_settings
 from services.commands import Accepted, CommandHandler, Contention
@@ -144,6 +145,7 @@ def create_app(settings: Settings, client: redis.Redis) -> Starlette:
             Route("/rooms/{room_id}/audit", api.get_audit),
             *signaling.routes(),
             WebSocketRoute("/rooms/{room_id}/live", live.endpoint),
+            *pages.routes(),
         ],
         exception_handlers={HTTPException: http_error, StoreUnavailable: store_unavailable},
         lifespan=lifespan,

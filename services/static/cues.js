@@ -1,0 +1,77 @@
+// The agent's cue panel: floating on the page, or in a Document Picture-in-Picture window that
+// stays on top of other applications where the browser has the API (Chromium 116+).
+
+import { $, el, show } from "./ui.js";
+
+export class CuePanel {
+  constructor(panel, onAcknowledge) {
+    this.panel = panel;
+    this.home = panel.parentElement;
+    this.onAcknowledge = onAcknowledge;
+    this.window = null;
+    this.shown = new Set();
+    const popOut = $("#pop-out", panel);
+    if ("documentPictureInPicture" in window) {
+      show(popOut, true);
+      popOut.addEventListener("click", () => (this.window ? this.dock() : this.popOut()));
+    }
+  }
+
+  async popOut() {
+    const pip = await window.documentPictureInPicture.requestWindow({ width: 380, height: 460 });
+    const style = pip.document.createElement("link");
+    style.rel = "stylesheet";
+    style.href = new URL("/static/style.css", location.href).href;
+    pip.document.head.append(style);
+    pip.document.title = "Cues";
+    pip.document.body.className = "pip";
+    pip.document.body.append(this.panel);
+    $("#pop-out", this.panel).textContent = "Back to page";
+    pip.addEventListener("pagehide", () => this.dock());
+    this.window = pip;
+  }
+
+  dock() {
+    if (!this.window) return;
+    const pip = this.window;
+    this.window = null;
+    this.home.append(this.panel);
+    $("#pop-out", this.panel).textContent = "Pop out";
+    pip.close();
+  }
+
+  draw(cues) {
+    const list = $("#cues", this.panel);
+    const items = [...cues].reverse().map((cue) => {
+      const done = cue.acknowledged;
+      const item = el(
+        "li",
+        { class: done ? "cue done" : "cue", "data-cue": cue.cue_id },
+        el("p", { class: "cue-text", text: cue.text }),
+        el("p", { class: "cue-from", text: `from ${cue.coach_name}` }),
+      );
+      if (done) item.append(el("p", { class: "cue-state", text: "✓ Acknowledged" }));
+      else {
+        const button = el("button", { type: "button", class: "primary", text: "Acknowledge" });
+        button.setAttribute("aria-label", `Acknowledge cue: ${cue.text}`);
+        button.addEventListener("click", () => {
+          button.disabled = true;
+          this.onAcknowledge(cue.cue_id);
+        });
+        item.append(button);
+      }
+      return item;
+    });
+    // Keep focus where it was if that cue is still there.
+    const focused = this.panel.ownerDocument.activeElement?.closest?.("[data-cue]")?.dataset.cue;
+    list.replaceChildren(...items);
+    if (focused) $(`[data-cue="${CSS.escape(focused)}"] button`, list)?.focus();
+    const waiting = cues.filter((cue) => !cue.acknowledged).length;
+    $("#cue-count", this.panel).textContent = waiting ? `(${waiting} new)` : "";
+    show($("#no-cues", this.panel), cues.length === 0);
+    const fresh = cues.some((cue) => !this.shown.has(cue.cue_id) && !cue.acknowledged);
+    for (const cue of cues) this.shown.add(cue.cue_id);
+    if (fresh) this.panel.classList.add("attention");
+    else if (!waiting) this.panel.classList.remove("attention");
+  }
+}

@@ -1,0 +1,102 @@
+// The agent's desk: the call, a badge per coach, the cue panel. Nothing here can unmute a
+// coach: the agent may only silence one (the server refuses an agent's unmute anyway).
+
+import { CuePanel } from "./cues.js";
+import { takeCredentials } from "./link.js";
+import { LiveChannel } from "./live.js";
+import { Leg } from "./leg.js";
+import { $, alertUser, el, needLink, setStatus, show } from "./ui.js";
+
+const credentials = takeCredentials();
+if (!credentials) needLink("agent");
+else start(credentials);
+
+function badge(coach, channel) {
+  const state = coach.audible ? "active" : coach.whispering ? "ready" : "idle";
+  const words = {
+    active: "you hear this coach now",
+    ready: "whisper on, not audible",
+    idle: "in the call, not whispering",
+  };
+  const item = el(
+    "li",
+    { class: `badge ${state}`, "data-coach": coach.subject },
+    el("span", { class: "badge-name", text: coach.name }),
+    coach.audible ? el("span", { class: "whisper-active", text: "Whisper active" }) : null,
+    el("span", { class: "badge-state", text: words[state] }),
+  );
+  if (coach.whispering) {
+    const silence = el("button", { type: "button", class: "quiet", text: "Silence" });
+    silence.setAttribute("aria-label", `Silence ${coach.name}`);
+    silence.addEventListener("click", () => channel.command({ command: "mute_coach", coach: coach.subject }));
+    item.append(silence);
+  }
+  return item;
+}
+
+function start(credentials) {
+  const channel = new LiveChannel(credentials.room, credentials.token);
+  const leg = new Leg(credentials);
+  const cues = new CuePanel($("#cue-panel"), (cueId) =>
+    channel.command({ command: "acknowledge_cue", cue_id: cueId }),
+  );
+  let view = null;
+  $("#room").textContent = `Room ${credentials.room}`;
+
+  const draw = () => {
+    const joined = leg.connected;
+    show($("#join"), !joined);
+    $("#join").disabled = !leg.slots || view?.closed;
+    show($("#mute"), joined);
+    show($("#hangup"), joined);
+    const mutedMic = joined && !leg.micOpen;
+    $("#mute").setAttribute("aria-pressed", String(mutedMic));
+    $("#mute").textContent = mutedMic ? "Unmute my microphone" : "Mute my microphone";
+    if (!view) return;
+    const customer = view.customer;
+    show($("#customer"), Boolean(customer));
+    if (customer) $("#customer").textContent = `Customer: ${customer.name}`;
+    if (view.closed) setStatus("The call has ended.");
+    else if (!joined) setStatus("Ready. Join the call to take it.");
+    else if (!customer) setStatus("In the call. Waiting for the customer…");
+    else setStatus("On the call.");
+    $("#coaches").replaceChildren(...view.coaches.map((coach) => badge(coach, channel)));
+    show($("#no-coaches"), view.coaches.length === 0);
+    document.body.classList.toggle("whispering", view.coaches.some((coach) => coach.audible));
+    cues.draw(view.cues);
+  };
+
+  channel.addEventListener("hello", (event) => {
+    leg.slots = event.detail.receive_slots;
+    draw();
+  });
+  channel.addEventListener("view", (event) => {
+    view = event.detail.view;
+    if (view.closed) leg.hangUp();
+    draw();
+  });
+  channel.addEventListener("error", (event) => alertUser(event.detail.detail));
+  channel.addEventListener("offline", () => setStatus("Connection lost: reconnecting…"));
+  channel.addEventListener("fatal", (event) => setStatus(event.detail));
+
+  $("#join").addEventListener("click", async () => {
+    $("#join").disabled = true;
+    setStatus("Connecting your microphone…");
+    try {
+      await leg.join();
+    } catch (error) {
+      alertUser(`Could not join the call: ${error.message}`);
+    }
+    draw();
+  });
+  $("#mute").addEventListener("click", () => {
+    leg.micOpen = !leg.micOpen;
+    draw();
+  });
+  $("#hangup").addEventListener("click", () => {
+    leg.hangUp();
+    draw();
+  });
+  addEventListener("pagehide", () => leg.hangUp());
+  channel.connect();
+}

@@ -1,0 +1,55 @@
+// One person's two media sessions: the microphone (WHIP) and the ears (WHEP, one track per
+// receive slot named by the server's `hello`). Who hears whom is decided by the server.
+
+import { microphone, play, publish, receive } from "./media.js";
+
+export class Leg {
+  constructor(credentials) {
+    this.credentials = credentials;
+    this.slots = null;
+    this.mic = null;
+    this.sending = null;
+    this.receiving = null;
+    this.tracks = new Map();
+  }
+
+  get connected() {
+    return this.sending !== null && this.receiving !== null;
+  }
+
+  // Joins the room's media: the microphone first (muted until `micOpen`), then the slots.
+  async join({ micOpen = true, onTrack = () => {} } = {}) {
+    if (!this.slots) throw new Error("Not connected to the room yet.");
+    const { room, token } = this.credentials;
+    try {
+      this.mic = await microphone();
+      this.mic.enabled = micOpen;
+      this.sending = await publish(room, token, this.mic);
+      this.receiving = await receive(room, token, this.slots, (slot, track) => {
+        this.tracks.set(slot, track);
+        play(track, slot);
+        onTrack(slot, track);
+      });
+    } catch (error) {
+      this.hangUp();
+      throw error;
+    }
+  }
+
+  set micOpen(open) {
+    if (this.mic) this.mic.enabled = open;
+  }
+
+  get micOpen() {
+    return this.mic?.enabled ?? false;
+  }
+
+  hangUp() {
+    this.sending?.close();
+    this.receiving?.close();
+    this.mic?.stop();
+    this.sending = this.receiving = this.mic = null;
+    this.tracks.clear();
+    for (const audio of document.querySelectorAll("audio[data-slot]")) audio.remove();
+  }
+}

@@ -1,0 +1,108 @@
+// WebRTC through the service: WHIP (RFC 9725) publishes the microphone, WHEP receives. The
+// offer is sent once ICE gathering is complete (the service takes no trickled candidates);
+// the bearer token goes in a header.
+
+const GATHER_TIMEOUT_MS = 2000;
+
+export const MIC_CONSTRAINTS = {
+  audio: { channelCount: 1, echoCancellation: true, noiseSuppression: true, autoGainControl: true },
+  video: false,
+};
+
+export class MediaSession {
+  constructor(pc, location, token) {
+    this.pc = pc;
+    this.location = location;
+    this.token = token;
+  }
+
+  // Ends the session on the server (which makes us leave once both are gone) and locally.
+  close() {
+    if (this.location) {
+      fetch(this.location, {
+        method: "DELETE",
+        headers: { authorization: `Bearer ${this.token}` },
+        keepalive: true,
+      }).catch(() => {});
+      this.location = null;
+    }
+    this.pc.close();
+  }
+}
+
+export async function publish(room, token, track) {
+  const pc = new RTCPeerConnection({ iceServers: [] });
+  pc.addTransceiver(track, { direction: "sendonly" });
+  return negotiate(pc, `/rooms/${encodeURIComponent(room)}/whip`, token);
+}
+
+// One recvonly transceiver per receive slot, in the slots' order; onTrack(slotName, track).
+export async function receive(room, token, slots, onTrack) {
+  const pc = new RTCPeerConnection({ iceServers: [] });
+  const transceivers = slots.map(() => pc.addTransceiver("audio", { direction: "recvonly" }));
+  pc.addEventListener("track", (event) => {
+    const index = transceivers.indexOf(event.transceiver);
+    if (index >= 0) onTrack(slots[index], event.track);
+  });
+  return negotiate(pc, `/rooms/${encodeURIComponent(room)}/whep`, token);
+}
+
+async function negotiate(pc, path, token) {
+  try {
+    await pc.setLocalDescription(await pc.createOffer());
+    await gathered(pc);
+    const response = await fetch(path, {
+      method: "POST",
+      headers: { authorization: `Bearer ${token}`, "content-type": "application/sdp" },
+      body: pc.localDescription.sdp,
+    });
+    if (response.status !== 201) throw new Error(await reason(response));
+    const location = response.headers.get("Location");
+    await pc.setRemoteDescription({ type: "answer", sdp: await response.text() });
+    return new MediaSession(pc, location, token);
+  } catch (error) {
+    pc.close();
+    throw error;
+  }
+}
+
+function gathered(pc) {
+  if (pc.iceGatheringState === "complete") return Promise.resolve();
+  return new Promise((resolve) => {
+    const done = () => {
+      pc.removeEventListener("icegatheringstatechange", check);
+      clearTimeout(timer);
+      resolve();
+    };
+    const check = () => pc.iceGatheringState === "complete" && done();
+    const timer = setTimeout(done, GATHER_TIMEOUT_MS);
+    pc.addEventListener("icegatheringstatechange", check);
+  });
+}
+
+async function reason(response) {
+  try {
+    const body = await response.json();
+    return body.detail || body.error || `HTTP ${response.status}`;
+  } catch {
+    return `HTTP ${response.status}`;
+  }
+}
+
+// Plays a received track. The element is never muted: muting is the user's system's business
+// (and a muted element reads as silence to the page's own meters in Chromium).
+export function play(track, label) {
+  const audio = document.createElement("audio");
+  audio.autoplay = true;
+  audio.dataset.slot = label;
+  audio.srcObject = new MediaStream([track]);
+  document.body.append(audio);
+  audio.play().catch(() => {});
+  track.addEventListener("ended", () => audio.remove());
+  return audio;
+}
+
+export async function microphone() {
+  const stream = await navigator.mediaDevices.getUserMedia(MIC_CONSTRAINTS);
+  return stream.getAudioTracks()[0];
+}

@@ -107,7 +107,9 @@ class Api:
         room_id = room_id_of(request)
         claims = await authenticate(self.verifier, request, room_id)
         if claims.role is not Role.SUPERVISOR:
-            raise ApiError(403, "forbidden", f"a {claims.role} may not read the audit log")
+            raise ApiError(
+                403, "forbidden", f"only supervisors may read the audit log, not the {claims.role}"
+            )
         records = await self.audit.records(room_id)
         if not records:
             raise ApiError(404, "not_found", f"room {room_id!r} has no audit records (yet)")

@@ -34,6 +34,7 @@ from services.sdp import (
     announce_address,
     check_offer,
     keep_candidates_from,
+    only_opus,
     with_opus_fmtp,
 )
 from services.settings import Settings
@@ -115,6 +116,7 @@ class MediaPlane:
         self.rooms: dict[str, MediaRoom] = {}
         self.on_session_lost = on_session_lost
         self._networks = settings.allowed_networks()
+        self._expiries: set[asyncio.Task[None]] = set()
 
     def room(self, room_id: str) -> MediaRoom:
         room = self.rooms.get(room_id)
@@ -177,6 +179,8 @@ class MediaPlane:
         await room.stop()
 
     async def close(self) -> None:
+        for expiry in self._expiries:
+            expiry.cancel()
         rooms, self.rooms = list(self.rooms.values()), {}
         await asyncio.gather(*(room.stop() for room in rooms))
 
@@ -192,13 +196,28 @@ class MediaPlane:
 
         @pc.on("connectionstatechange")
         async def on_state() -> None:
-            if pc.connectionState in ("failed", "closed") and session.id in room.sessions:
-                log.info("session %s: connection %s", session.id, pc.connectionState)
-                await self.end(session)
-                if self.on_session_lost is not None:
-                    self.on_session_lost(session)
+            if pc.connectionState in ("failed", "closed"):
+                await self._lose(session, f"connection {pc.connectionState}")
 
+        expiry = asyncio.get_running_loop().create_task(self._expire_unconnected(session))
+        self._expiries.add(expiry)
+        expiry.add_done_callback(self._expiries.discard)
         return session
+
+    async def _expire_unconnected(self, session: Session) -> None:
+        """A session whose client never connects must not hold the participant's seat."""
+        await asyncio.sleep(self.settings.connect_timeout_s)
+        if session.pc.connectionState != "connected":
+            await self._lose(session, f"not connected after {self.settings.connect_timeout_s} s")
+
+    async def _lose(self, session: Session, why: str) -> None:
+        room = self.rooms.get(session.room_id)
+        if room is None or session.id not in room.sessions:
+            return  # already ended
+        log.info("session %s of %s: %s", session.id, session.actor.subject, why)
+        await self.end(session)
+        if self.on_session_lost is not None:
+            self.on_session_lost(session)
 
     async def _set_offer(self, session: Session, offer: str) -> None:
         offer = keep_candidates_from(offer, self._networks)
@@ -210,7 +229,7 @@ class MediaPlane:
 
     async def _answer(self, session: Session) -> str:
         await session.pc.setLocalDescription(await session.pc.createAnswer())
-        answer = with_opus_fmtp(session.pc.localDescription.sdp, OPUS_FMTP)
+        answer = with_opus_fmtp(only_opus(session.pc.localDescription.sdp), OPUS_FMTP)
         announced = self.settings.ice_announced_address
         if announced is not None:
             answer = announce_address(

@@ -45,6 +45,7 @@ _ICE_PWD = re.compile(r"[A-Za-z0-9+/]{22,256}")
 _FINGERPRINT = re.compile(r"[A-Za-z0-9-]+ [0-9A-Fa-f]{2}(?::[0-9A-Fa-f]{2})+")
 _OPUS_RTPMAP = re.compile(r"a=rtpmap:(?P<pt>[0-9]{1,3}) opus/48000/2", re.IGNORECASE)
 _NUMBER = re.compile(r"[0-9]{1,10}")
+_PAYLOAD_ATTRIBUTE = re.compile(r"a=(?:rtpmap|fmtp|rtcp-fb):(?P<pt>[0-9]{1,3})[ /]")
 
 _MediaDirection = Literal["sendrecv", "sendonly", "recvonly", "inactive"]
 _DIRECTIONS: tuple[_MediaDirection, ...] = ("sendrecv", "sendonly", "recvonly", "inactive")
@@ -167,6 +168,28 @@ def with_opus_fmtp(sdp: str, params: Mapping[str, str | int]) -> str:
             match = _OPUS_RTPMAP.fullmatch(line)
             if match and match["pt"] in opus:
                 out.append(f"a=fmtp:{match['pt']} {fmtp}")
+    return _text(out)
+
+
+def only_opus(sdp: str) -> str:
+    """Leave Opus as the only payload type of every audio section.
+
+    For the server's answer: the media plane forwards Opus and nothing else, so a client must
+    not be allowed to pick G.722 or PCMU from the answer and send audio nobody would hear.
+    """
+    session, sections = _split(_lines(sdp))
+    out = list(session)
+    for section in sections:
+        opus = _opus_payload_types(section) if section[0].startswith("m=audio ") else None
+        if not opus:
+            out.extend(section)
+            continue
+        fields = section[0].split(" ")
+        out.append(" ".join([*fields[:3], *(pt for pt in fields[3:] if pt in opus)]))
+        for line in section[1:]:
+            payload_type = _PAYLOAD_ATTRIBUTE.match(line)
+            if payload_type is None or payload_type["pt"] in opus:
+                out.append(line)
     return _text(out)
 
 

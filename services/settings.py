@@ -74,6 +74,8 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     """The address clients must use instead, behind 1:1 NAT (mediasoup's announcedAddress)."""
     ice_allowed_networks: tuple[str, ...] = ("127.0.0.0/8", "::1/128")
     """Remote candidates outside these are dropped before any connectivity check is sent."""
+    connect_timeout_s: float = 15.0
+    """A WebRTC session not connected this long after its answer is ended (and its seat freed)."""
     coach_slots: int = 4
     """How many coaches the agent can hear at once: its receive slots besides the customer's."""
 
@@ -164,6 +166,7 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
             "EARPIECE_ICE_ANNOUNCED_ADDRESS": "ice_announced_address",
             "EARPIECE_ICE_ALLOWED_NETWORKS": "ice_allowed_networks",
             "EARPIECE_COACH_SLOTS": "coach_slots",
+            "EARPIECE_CONNECT_TIMEOUT_S": "connect_timeout_s",
         }
         lists = {"jwt_algorithms", "ice_addresses", "ice_allowed_networks"}
         given: dict[str, object] = {

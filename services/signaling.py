@@ -32,6 +32,7 @@ from services.sdp import MAX_SDP_BYTES, BadOffer, check_offer
 log = logging.getLogger(__name__)
 
 PATHS: dict[Direction, str] = {"publish": "whip", "receive": "whep"}
+DIRECTIONS: dict[str, Direction] = {path: direction for direction, path in PATHS.items()}
 
 
 class Signaling:
@@ -95,7 +96,8 @@ class Signaling:
         claims = await authenticate(self.verifier, request, room_id)
         room = self.media.rooms.get(room_id)
         session = room.sessions.get(request.path_params["session_id"]) if room else None
-        if session is None or session.actor.subject != claims.sub:
+        direction = DIRECTIONS[request.url.path.split("/")[3]]  # /rooms/{room}/whip/{id}
+        if session is None or (session.actor.subject, session.direction) != (claims.sub, direction):
             raise ApiError(404, "not_found", "no such session of yours in this room")
         await self.media.end(session)
         await self._leave_if_gone(room_id, claims.actor())

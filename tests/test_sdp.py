@@ -28,6 +28,7 @@ from services.sdp import (
     announce_address,
     check_offer,
     keep_candidates_from,
+    only_opus,
     with_opus_fmtp,
 )
 
@@ -632,3 +633,19 @@ async def test_with_opus_fmtp_answer_is_accepted_by_an_aiortc_client(
     assert {key: str(value) for key, value in negotiated.parameters.items()} == {
         key: str(value) for key, value in OPUS_FMTP.items()
     }
+
+
+def test_only_opus_leaves_opus_the_single_payload_type_of_each_audio_section() -> None:
+    offer = chromium_offer("sendonly", "recvonly")
+
+    kept = only_opus(offer)
+
+    assert [line for line in kept.split("\r\n") if line.startswith("m=")] == [
+        "m=audio 9 UDP/TLS/RTP/SAVPF 111",
+        "m=audio 9 UDP/TLS/RTP/SAVPF 111",
+    ]
+    for gone in ("G722", "PCMU", "red/48000", "fmtp:63", "telephone-event"):
+        assert gone not in kept
+    assert kept.count("a=rtcp-fb:111 transport-cc") == 2
+    summary = check_offer(only_opus(PUBLISH), max_audio_sections=1, direction="publish")
+    assert summary.opus_payload_types == (111,)

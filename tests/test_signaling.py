@@ -537,3 +537,41 @@ async def test_reposting_whip_replaces_the_session_without_leaving(
     assert (await observe(service)).sessions == {("agent-1", "publish")}
     gone = await service.http.delete(first, headers=agent.headers)
     assert gone.status_code == 404
+
+
+async def test_delete_through_the_other_directions_path_answers_404(
+    service: Service, people: list[Participant]
+) -> None:
+    agent = Participant(service.http, ROOM, token(Role.AGENT))
+    people.append(agent)
+    await agent.publish(ToneTrack(800))
+    [location] = agent.locations
+    before = await observe(service)
+
+    response = await service.http.delete(
+        location.replace("/whip/", "/whep/"), headers={"authorization": f"Bearer {agent.token}"}
+    )
+
+    assert_error(response, 404, "not_found", "no such session of yours in this room")
+    assert await observe(service) == before
+
+
+async def test_session_whose_client_never_connects_expires_and_frees_the_seat(
+    redis_server: RedisServer, redis_client: redis.Redis, peers: list[RTCPeerConnection]
+) -> None:
+    async with running_service(redis_server.url, redis_client, connect_timeout_s=0.5) as running:
+        service = Service(running.http, running.app, redis_client)
+        offer = await offer_from(peers, "audio")  # its client never applies the answer
+
+        answered = await post_offer(service, "whip", offer, token(Role.AGENT))
+        async with asyncio.timeout(10):
+            while service.media.rooms.get(ROOM) is not None:
+                await asyncio.sleep(0.05)
+        second = await post_offer(
+            service, "whip", await offer_from(peers, "audio"), token(Role.AGENT, sub="agent-2")
+        )
+
+        assert answered.status_code == 201
+        kinds = [type(e).__name__ for e in await service.events()]
+        assert kinds[:2] == ["ParticipantJoined", "ParticipantLeft"]
+        assert second.status_code == 201  # the seat was free again

@@ -6,6 +6,7 @@
     earpiece audit replay ROOM [--version N | --time T]   state and timeline as of then
     earpiece schema                         the JSON Schema of stored envelopes
     earpiece bench store                    event store benchmark (docs/BENCHMARKS.md)
+    earpiece bench media [--quick]          media plane against aiortc's MediaRelay, on loopback
 
 Settings come from the environment (README, "Configuration"), read here and nowhere else.
 """
@@ -160,6 +161,17 @@ def parser() -> argparse.ArgumentParser:
     store_bench.add_argument("--seconds", type=float, default=5.0, help="per throughput phase")
     store_bench.add_argument("--recovery-events", type=int, default=100_000)
     store_bench.add_argument("--appendfsync", choices=["always", "everysec"], default="always")
+    media_bench = bench_commands.add_parser("media", help="latency, whisper switch, CPU, memory")
+    media_bench.add_argument("--quick", action="store_true", help="a smoke run (< 60 s)")
+    media_bench.add_argument("--phases", help="comma-separated: latency,click,capacity,soak")
+    media_bench.add_argument("--packets", type=int, help="latency samples per path (1000)")
+    media_bench.add_argument("--switches", type=int, help="press_talk samples (50)")
+    media_bench.add_argument("--earpiece-rooms", help="room counts to step through, e.g. 1,4,8")
+    media_bench.add_argument("--relay-rooms", help="the same for the MediaRelay baseline")
+    media_bench.add_argument("--window", type=float, help="seconds measured per step (5)")
+    media_bench.add_argument("--degraded-ms", type=float, help="p99 rise that stops (20)")
+    media_bench.add_argument("--soak-seconds", type=float, help="memory soak duration (60)")
+    media_bench.add_argument("--soak-rooms", type=int, help="rooms alive at once in the soak (3)")
     return top
 
 
@@ -196,6 +208,11 @@ def main(argv: list[str] | None = None) -> int:
             return asyncio.run(audit_replay(settings, args.room, args.version, args.time))
         case "schema":
             print(json.dumps(envelope_json_schema(), indent=2))
+            return 0
+        case "bench" if args.bench_command == "media":
+            from services.bench_media import options_from, run_media_bench
+
+            asyncio.run(run_media_bench(options_from(args)))
             return 0
         case "bench":
             from services.bench_store import run_store_bench

@@ -88,7 +88,7 @@ function start(credentials) {
     show($("#leave"), inRoom);
     show($("#meters"), inRoom);
     show($("#coach-controls"), inRoom && coach.can_whisper);
-    show($("#cue-section"), inRoom);
+    show($("#cue-section"), inRoom && coach.can_whisper); // cues need the whisper claim too
 
     if (inRoom) {
       const whisper = $("#whisper");

@@ -298,3 +298,25 @@ async def test_chromium_sends_wideband_opus_at_the_bitrate_the_answer_asks_for(
     assert 12 <= kbps <= 36, f"{kbps:.1f} kbps of Opus payload; {after}"
     assert heard[TONES["agent"]] >= HEARD_DB, heard
     assert heard[above_wideband] < SILENT_DB, heard
+
+
+async def test_the_cue_panel_pops_out_into_document_picture_in_picture_and_back(
+    call: Call,
+) -> None:
+    _, agent = await start_call(call)
+    sam = await monitor(call, "sup-1", "Open mic")
+    async with agent.page.context.expect_page() as opened:
+        await agent.page.get_by_role("button", name="Pop out").click()
+    pip = await opened.value
+
+    await sam.page.get_by_label("Cue text").fill("Ask for the order number.")
+    await sam.page.get_by_role("button", name="Send cue").click()
+    await (
+        pip.locator(".cue", has_text="Ask for the order number.")
+        .get_by_role("button", name="Acknowledge")
+        .click()
+    )
+    await expect(sam.page.locator(".cue.done")).to_contain_text("Acknowledged by the agent")
+    await expect(agent.page.locator("#cue-panel")).to_have_count(0)  # it lives in the window
+    await pip.get_by_role("button", name="Back to page").click()
+    await expect(agent.page.locator("#cue-panel .cue.done")).to_contain_text("Ask for the order")

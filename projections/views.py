@@ -29,6 +29,7 @@ class CoachBadge(msgspec.Struct, frozen=True, kw_only=True):
     subject: str
     name: str
     whispering: bool
+    muted: bool
     audible: bool
 
 
@@ -103,6 +104,7 @@ def view_for(state: RoomState, subject: str, role: Role, name: str) -> RoomView:
                         subject=coach.subject,
                         name=coach.name,
                         whispering=coach.whispering,
+                        muted=coach.muted,
                         audible=coach.audible,
                     )
                     for coach in _coaches(state)

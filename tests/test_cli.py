@@ -18,10 +18,11 @@ import pytest
 from services.redis_server import RedisServer, free_loopback_port
 
 
-def earpiece(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+def earpiece(*args: str, env: dict[str, str], cwd: Path) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [sys.executable, "-m", "services.cli", *args],
         env=env,
+        cwd=cwd,
         capture_output=True,
         text=True,
         timeout=60,
@@ -32,11 +33,13 @@ def earpiece(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str
 @pytest.fixture
 def served(tmp_path: Path) -> Iterator[tuple[str, dict[str, str], subprocess.Popen[str]]]:
     port = free_loopback_port()
-    env = {k: v for k, v in os.environ.items() if k != "REDIS_URL"}
-    env |= {"EARPIECE_DATA_DIR": str(tmp_path), "EARPIECE_PORT": str(port)}
+    # As a newcomer runs it: the default data directory, "data", relative to where they are.
+    unset = {"REDIS_URL", "EARPIECE_DATA_DIR"}
+    env = {k: v for k, v in os.environ.items() if k not in unset} | {"EARPIECE_PORT": str(port)}
     process = subprocess.Popen(
         [sys.executable, "-m", "services.cli", "serve"],
         env=env,
+        cwd=tmp_path,
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,
@@ -61,7 +64,7 @@ def served(tmp_path: Path) -> Iterator[tuple[str, dict[str, str], subprocess.Pop
         except subprocess.TimeoutExpired:
             process.kill()
             process.communicate()
-            stop_orphaned_redis(tmp_path / "redis" / "redis-server.json")
+            stop_orphaned_redis(tmp_path / "data" / "redis" / "redis-server.json")
 
 
 def stop_orphaned_redis(pid_file: Path) -> None:
@@ -75,8 +78,10 @@ def test_serve_runs_its_own_redis_and_stops_it_on_exit(
     served: tuple[str, dict[str, str], subprocess.Popen[str]], tmp_path: Path
 ) -> None:
     base, env, process = served
-    redis_pid = json.loads((tmp_path / "redis" / "redis-server.json").read_text())["pid"]
-    token = earpiece("token", "--room", "demo", "--role", "supervisor", "--whisper", env=env)
+    redis_pid = json.loads((tmp_path / "data" / "redis" / "redis-server.json").read_text())["pid"]
+    token = earpiece(
+        "token", "--room", "demo", "--role", "supervisor", "--whisper", env=env, cwd=tmp_path
+    )
 
     joined = httpx.post(
         f"{base}/rooms/demo/commands",
@@ -85,7 +90,9 @@ def test_serve_runs_its_own_redis_and_stops_it_on_exit(
     )
     # `audit verify` on the same data dir uses the running redis-server, not a second one.
     deadline = time.monotonic() + 10
-    while '"checked": 1' not in (verified := earpiece("audit", "verify", "demo", env=env).stdout):
+    while '"checked": 1' not in (
+        verified := earpiece("audit", "verify", "demo", env=env, cwd=tmp_path).stdout
+    ):
         assert time.monotonic() < deadline, verified
         time.sleep(0.05)
     process.send_signal(signal.SIGTERM)
@@ -97,8 +104,8 @@ def test_serve_runs_its_own_redis_and_stops_it_on_exit(
     assert "started" in output
     assert "stopped the local redis-server" in output
     assert not Path(f"/proc/{redis_pid}").exists()
-    assert (tmp_path / "redis" / "appendonlydir").exists() or (
-        tmp_path / "redis" / "appendonly.aof"
+    assert (tmp_path / "data" / "redis" / "appendonlydir").exists() or (
+        tmp_path / "data" / "redis" / "appendonly.aof"
     ).exists()
 
 

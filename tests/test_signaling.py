@@ -118,6 +118,16 @@ async def post_offer(
     )
 
 
+async def publishing(
+    service: Service, people: list[Participant], bearer: str, hz: float
+) -> Participant:
+    """Someone in the room publishing a tone through WHIP (closed by the fixture)."""
+    person = Participant(service.http, ROOM, bearer)
+    people.append(person)
+    await person.publish(ToneTrack(hz))
+    return person
+
+
 def assert_error(response: httpx.Response, status: int, error: str, detail: str) -> None:
     assert response.status_code == status, response.text
     assert response.headers["content-type"] == "application/json"
@@ -297,9 +307,7 @@ async def test_offer_with_a_bad_token_is_refused_and_changes_nothing(
 async def test_customer_sending_start_whisper_is_rejected_with_409_and_changes_nothing(
     service: Service, people: list[Participant]
 ) -> None:
-    customer = Participant(service.http, ROOM, token(Role.CUSTOMER))
-    people.append(customer)
-    await customer.publish(ToneTrack(500))
+    customer = await publishing(service, people, token(Role.CUSTOMER), 500)
     before = await observe(service)
 
     response = await service.http.post(
@@ -317,9 +325,7 @@ async def test_customer_sending_start_whisper_is_rejected_with_409_and_changes_n
 async def test_delete_of_someone_elses_session_answers_404_and_changes_nothing(
     service: Service, people: list[Participant]
 ) -> None:
-    agent = Participant(service.http, ROOM, token(Role.AGENT))
-    people.append(agent)
-    await agent.publish(ToneTrack(800))
+    agent = await publishing(service, people, token(Role.AGENT), 800)
     [location] = agent.locations
     before = await observe(service)
 
@@ -347,9 +353,7 @@ async def test_delete_of_an_unknown_session_answers_404_and_changes_nothing(
 async def test_delete_with_a_token_for_another_room_answers_403_and_changes_nothing(
     service: Service, people: list[Participant]
 ) -> None:
-    agent = Participant(service.http, ROOM, token(Role.AGENT))
-    people.append(agent)
-    await agent.publish(ToneTrack(800))
+    agent = await publishing(service, people, token(Role.AGENT), 800)
     before = await observe(service)
 
     response = await service.http.delete(
@@ -364,9 +368,7 @@ async def test_delete_with_a_token_for_another_room_answers_403_and_changes_noth
 async def test_patch_answers_405_since_there_is_no_trickle_ice(
     service: Service, people: list[Participant], path: str
 ) -> None:
-    agent = Participant(service.http, ROOM, token(Role.AGENT))
-    people.append(agent)
-    await agent.publish(ToneTrack(800))
+    agent = await publishing(service, people, token(Role.AGENT), 800)
     await agent.receive(1)
     before = await observe(service)
     location = agent.locations[0 if path == "whip" else 1]
@@ -451,9 +453,7 @@ async def test_joining_follows_the_first_post_and_leaving_the_last_delete(
 async def test_second_agent_is_refused_with_409_and_changes_nothing(
     service: Service, people: list[Participant], peers: list[RTCPeerConnection]
 ) -> None:
-    first = Participant(service.http, ROOM, token(Role.AGENT, sub="agent-1"))
-    people.append(first)
-    await first.publish(ToneTrack(800))
+    await publishing(service, people, token(Role.AGENT, sub="agent-1"), 800)
     before = await observe(service)
 
     response = await post_offer(
@@ -487,9 +487,7 @@ async def left(service: Service, subject: str, within_s: float) -> float:
 async def test_client_that_closes_without_delete_leaves_when_dtls_closes(
     service: Service, people: list[Participant]
 ) -> None:
-    agent = Participant(service.http, ROOM, token(Role.AGENT))
-    people.append(agent)
-    await agent.publish(ToneTrack(800))
+    agent = await publishing(service, people, token(Role.AGENT), 800)
     await agent.receive(1)
     await connected(service, "agent-1")
 
@@ -505,9 +503,7 @@ async def test_client_that_vanishes_leaves_when_ice_consent_expires(
     # RFC 7675 consent: aioice checks every 5 s and gives up after 6 failures, ~30 s on a real
     # call. The same path, with the checks 25 times as often.
     monkeypatch.setattr(aioice.ice, "CONSENT_INTERVAL", 0.2)
-    agent = Participant(service.http, ROOM, token(Role.AGENT))
-    people.append(agent)
-    await agent.publish(ToneTrack(800))
+    agent = await publishing(service, people, token(Role.AGENT), 800)
     await connected(service, "agent-1")
     assert agent.publisher is not None
 
@@ -524,9 +520,7 @@ async def test_client_that_vanishes_leaves_when_ice_consent_expires(
 async def test_reposting_whip_replaces_the_session_without_leaving(
     service: Service, people: list[Participant], peers: list[RTCPeerConnection]
 ) -> None:
-    agent = Participant(service.http, ROOM, token(Role.AGENT))
-    people.append(agent)
-    await agent.publish(ToneTrack(800))
+    agent = await publishing(service, people, token(Role.AGENT), 800)
     [first] = agent.locations
 
     response = await post_offer(service, "whip", await offer_from(peers, "audio"), agent.token)
@@ -542,9 +536,7 @@ async def test_reposting_whip_replaces_the_session_without_leaving(
 async def test_delete_through_the_other_directions_path_answers_404(
     service: Service, people: list[Participant]
 ) -> None:
-    agent = Participant(service.http, ROOM, token(Role.AGENT))
-    people.append(agent)
-    await agent.publish(ToneTrack(800))
+    agent = await publishing(service, people, token(Role.AGENT), 800)
     [location] = agent.locations
     before = await observe(service)
 

@@ -11,7 +11,7 @@ from events.room import CueAcknowledged, CueSent, MonitorStarted, ParticipantJoi
 from events.store import EventStore
 from projections.audit import chain, verify
 from services.audit_trail import AUDIT_GROUP, AuditTrail
-from services.cli import audit_verify
+from services.cli import audit_replay, audit_verify
 from services.redis_server import RedisServer
 from services.settings import Settings
 
@@ -129,3 +129,14 @@ async def test_audit_verify_names_an_event_altered_in_the_room_stream(
         4,
         "record 4: differs from version 4 of the room's stream",
     )
+
+
+async def test_audit_replay_prints_the_room_as_of_a_version(
+    audited: Settings, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert await audit_replay(audited, "room-a", 4, None) == 0
+
+    replayed = msgspec.json.decode(capsys.readouterr().out)
+    assert replayed["state"]["version"] == 4
+    assert [c["text"] for c in replayed["timeline"]["cues"]] == ["Smile"]
+    assert replayed["timeline"]["cues"][0]["acknowledged"] is None  # acknowledged at version 5

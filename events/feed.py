@@ -173,6 +173,48 @@ class FeedConsumer:
         await self.client.xack(self.feed, self.group, entry_id)
 
 
+RETRY_S = 1.0
+
+
+async def run_group(
+    client: redis.Redis,
+    *,
+    group: str,
+    consumer: str,
+    handler: Handler,
+    keys: KeySpace,
+    codec: EnvelopeCodec,
+    block_ms: int = 1000,
+) -> None:
+    """One member of ``group`` on every partition's feed, handing envelopes to ``handler``.
+
+    Runs until cancelled. While Redis is unreachable it logs and tries again every ``RETRY_S``:
+    nothing is lost, since unacknowledged entries wait in the group.
+    """
+    members = [
+        FeedConsumer(
+            client,
+            group=group,
+            consumer=consumer,
+            partition=partition,
+            keys=keys,
+            codec=codec,
+            block_ms=block_ms,
+        )
+        for partition in range(keys.partitions)
+    ]
+    while True:
+        try:
+            async with asyncio.TaskGroup() as running:
+                for member in members:
+                    running.create_task(member.run(handler))
+        except* StoreUnavailable as failures:
+            log.warning(
+                "group %r paused, retrying in %ss: %s", group, RETRY_S, failures.exceptions[0]
+            )
+            await asyncio.sleep(RETRY_S)
+
+
 def _stream_id(raw: bytes) -> StreamId:
     milliseconds, sequence = raw.split(b"-")
     return int(milliseconds), int(sequence)

@@ -11,6 +11,7 @@ can write the room's stream, its idempotency record and the feed together::
     earpiece:{p3}:room:<room>:routes     every audio route the media plane applied or removed
     earpiece:{p3}:feed                   every event of the partition's rooms, in commit order
     earpiece:{p3}:quarantine             feed entries that could not be read
+    earpiece:{p3}:lobby                  the partition's live rooms, for supervisors' lobbies
 
 With one partition (the embedded default) the feed is a single gapless, commit-ordered log of
 every room; with ``P`` partitions order and atomicity hold within a partition only.
@@ -63,6 +64,9 @@ class KeySpace:
 
     def feed(self, partition: int) -> str:
         return f"{self._tag(partition)}:feed"
+
+    def lobby(self, partition: int) -> str:
+        return f"{self._tag(partition)}:lobby"
 
     def quarantine(self, partition: int) -> str:
         return f"{self._tag(partition)}:quarantine"

@@ -46,6 +46,8 @@ class ParticipantJoined(_Event, tag="participant_joined", frozen=True):
     role: Role
     name: str
     can_whisper: bool = False
+    queue: str = ""
+    """The contact-centre queue the participant's call belongs to ("" if the token named none)."""
 
 
 class ParticipantLeft(_Event, tag="participant_left", frozen=True):

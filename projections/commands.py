@@ -27,6 +27,7 @@ class Actor(msgspec.Struct, frozen=True):
     role: Role
     name: str
     can_whisper: bool
+    queue: str = ""
 
 
 class _Command(

@@ -95,6 +95,8 @@ class RoomState(msgspec.Struct, frozen=True):
     cues: dict[str, Cue] = msgspec.field(default_factory=dict)
     recording: WhisperRecording = WhisperRecording.EXCLUDED
     closed: bool = False
+    queue: str = ""
+    """The queue of the first participant who joined with one: where supervisors find the room."""
 
 
 class Rejection(msgspec.Struct, frozen=True):
@@ -115,7 +117,9 @@ _STOPPED = {"monitoring": False, "whispering": False, "talking": False}
 def evolve(state: RoomState, event: RoomEvent) -> RoomState:
     """The state after ``event``. Total: an event about an unknown subject changes nothing."""
     match event:
-        case ParticipantJoined(subject=subject, role=role, name=name, can_whisper=can_whisper):
+        case ParticipantJoined(
+            subject=subject, role=role, name=name, can_whisper=can_whisper, queue=queue
+        ):
             participant = Participant(subject, role, name, can_whisper)
             coaches = _without(state.coaches, subject)
             if role is Role.SUPERVISOR:
@@ -124,6 +128,7 @@ def evolve(state: RoomState, event: RoomEvent) -> RoomState:
                 state,
                 participants={**state.participants, subject: participant},
                 coaches=coaches,
+                queue=state.queue or queue,
             )
         case ParticipantLeft(subject=subject):
             return replace(
@@ -299,7 +304,11 @@ def _join(state: RoomState, actor: Actor) -> list[RoomEvent] | Rejection:
                 )
     return [
         ParticipantJoined(
-            subject=actor.subject, role=actor.role, name=actor.name, can_whisper=actor.can_whisper
+            subject=actor.subject,
+            role=actor.role,
+            name=actor.name,
+            can_whisper=actor.can_whisper,
+            queue=actor.queue,
         )
     ]
 

@@ -9,6 +9,7 @@ the whole room.
 
 from __future__ import annotations
 
+import datetime as dt
 from typing import assert_never
 
 import msgspec
@@ -84,6 +85,38 @@ class SupervisorView(msgspec.Struct, frozen=True, kw_only=True, tag="supervisor"
 
 
 RoomView = CustomerView | AgentView | SupervisorView
+
+
+class LiveRoom(msgspec.Struct, frozen=True, kw_only=True):
+    """A room as the supervisors' lobby lists it."""
+
+    room_id: str
+    queue: str
+    customer: str | None
+    agent: str | None
+    coaches: tuple[str, ...]
+    coaching: tuple[str, ...]
+    """The coaches whispering now."""
+    opened_at: dt.datetime
+    version: int
+
+
+def live_room(state: RoomState, opened_at: dt.datetime) -> LiveRoom | None:
+    """The lobby's entry for a room: None once it is closed, empty, or in no queue."""
+    if state.closed or not state.queue or not state.participants:
+        return None
+    customer, agent = _first(state, Role.CUSTOMER), _first(state, Role.AGENT)
+    coaches = _coaches(state)
+    return LiveRoom(
+        room_id=state.room_id,
+        queue=state.queue,
+        customer=customer.name if customer else None,
+        agent=agent.name if agent else None,
+        coaches=tuple(coach.name for coach in coaches),
+        coaching=tuple(coach.name for coach in coaches if coach.whispering),
+        opened_at=opened_at,
+        version=state.version,
+    )
 
 
 def view_for(state: RoomState, subject: str, role: Role, name: str) -> RoomView:

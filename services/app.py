@@ -45,6 +45,7 @@ from services.http import (
     store_unavailable,
 )
 from services.live import Live
+from services.lobby import Lobby, run_lobby
 from services.media import MediaPlane
 from services.room_states import RoomStates
 from services.route_log import RouteLog
@@ -64,7 +65,11 @@ class Api:
         self.states = RoomStates(self.store, snapshot_every=settings.snapshot_every)
         self.commands = CommandHandler(self.store, self.states)
         self.audit = AuditTrail(self.store)
-        self.verifier = verifier_from_settings(settings)
+        self.lobby = Lobby(self.store, self.states)
+        self.verifier = verifier_from_settings(settings, queue_of=self.queue_of)
+
+    async def queue_of(self, room_id: str) -> str:
+        return (await self.states.current(room_id)).queue
 
     async def healthz(self, request: Request) -> Response:
         try:
@@ -103,6 +108,14 @@ class Api:
             return json_response({}, status)
         return json_response(outcome, status)
 
+    async def get_lobby(self, request: Request) -> Response:
+        claims = await authenticate(self.verifier, request, None)
+        if claims.role is not Role.SUPERVISOR:
+            raise ApiError(
+                403, "forbidden", f"only supervisors have a lobby, not the {claims.role}"
+            )
+        return json_response({"rooms": await self.lobby.rooms(claims.queues)})
+
     async def get_audit(self, request: Request) -> Response:
         room_id = room_id_of(request)
         claims = await authenticate(self.verifier, request, room_id)
@@ -130,6 +143,7 @@ def create_app(settings: Settings, client: redis.Redis) -> Starlette:
         consumer = f"{socket.gethostname()}-{os.getpid()}"
         background = [
             asyncio.create_task(run_audit_projection(client, api.store, consumer=consumer)),
+            asyncio.create_task(run_lobby(client, api.lobby, consumer=consumer)),
             asyncio.create_task(trim_feeds(client, api.store.keys, settings.feed_retention_s)),
         ]
         try:
@@ -143,6 +157,7 @@ def create_app(settings: Settings, client: redis.Redis) -> Starlette:
     app = Starlette(
         routes=[
             Route("/healthz", api.healthz),
+            Route("/lobby", api.get_lobby),
             Route("/rooms/{room_id}/commands", api.post_command, methods=["POST"]),
             Route("/rooms/{room_id}/audit", api.get_audit),
             *signaling.routes(),

@@ -9,7 +9,6 @@ for the same record Redis refuses the second ``XADD`` and the loser re-reads and
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from typing import Any
 
@@ -18,15 +17,13 @@ import redis.asyncio as redis
 from redis.exceptions import ResponseError
 
 from events.envelope import Envelope
-from events.errors import StoreUnavailable
-from events.feed import FeedConsumer
+from events.feed import run_group
 from events.store import EventStore
 from projections.audit import AuditRecord, next_record
 
 log = logging.getLogger(__name__)
 
 AUDIT_GROUP = "audit"
-RETRY_S = 1.0
 
 _record_decoder = msgspec.json.Decoder(AuditRecord)
 
@@ -75,31 +72,13 @@ class AuditTrail:
 async def run_audit_projection(
     client: redis.Redis, store: EventStore, *, consumer: str, block_ms: int = 1000
 ) -> None:
-    """One member of the audit group on every partition's feed, until cancelled.
-
-    While Redis is unreachable it logs and tries again every ``RETRY_S``: nothing is lost,
-    since unacknowledged feed entries wait in the group.
-    """
-    trail = AuditTrail(store)
-    members = [
-        FeedConsumer(
-            client,
-            group=AUDIT_GROUP,
-            consumer=consumer,
-            partition=partition,
-            keys=store.keys,
-            codec=store.codec,
-            block_ms=block_ms,
-        )
-        for partition in range(store.keys.partitions)
-    ]
-    while True:
-        try:
-            async with asyncio.TaskGroup() as group:
-                for member in members:
-                    group.create_task(member.run(trail.handle))
-        except* StoreUnavailable as failures:
-            log.warning(
-                "audit projection paused, retrying in %ss: %s", RETRY_S, failures.exceptions[0]
-            )
-            await asyncio.sleep(RETRY_S)
+    """One member of the audit group on every partition's feed, until cancelled."""
+    await run_group(
+        client,
+        group=AUDIT_GROUP,
+        consumer=consumer,
+        handler=AuditTrail(store).handle,
+        keys=store.keys,
+        codec=store.codec,
+        block_ms=block_ms,
+    )

@@ -2,7 +2,9 @@
 
 A token names one participant of one room: ``sub``, ``name``, ``room``, ``role`` (customer,
 agent or supervisor) and ``whisper`` (true only for supervisors allowed to coach), with ``exp``,
-``aud`` and ``iss``. Only the configured algorithms are accepted, so ``alg: none`` and
+``aud`` and ``iss``; a customer's or agent's may name its call's ``queue``. A supervisor's may
+instead name ``"room": "*"`` with ``queues``: it is then good for every room of those queues.
+Only the configured algorithms are accepted, so ``alg: none`` and
 algorithm-confusion tokens fail verification; a verifier holds either a shared secret (HS*) or
 public keys (RS256, ES256, EdDSA), never both.
 
@@ -19,6 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import jwt
@@ -32,6 +35,10 @@ from services.settings import ASYMMETRIC_ALGORITHMS, SYMMETRIC_ALGORITHMS, Publi
 REQUIRED_CLAIMS = ["exp", "aud", "iss", "sub", "name", "room", "role"]
 
 
+ANY_ROOM = "*"
+"""A supervisor token's ``room`` for every room of its ``queues``."""
+
+
 class Claims(msgspec.Struct, frozen=True, kw_only=True):
     sub: str
     name: str
@@ -39,9 +46,19 @@ class Claims(msgspec.Struct, frozen=True, kw_only=True):
     role: Role
     whisper: bool = False
     exp: int
+    queue: str = ""
+    """The queue a customer's or agent's call belongs to."""
+    queues: tuple[str, ...] = ()
+    """The queues a supervisor coaches: their lobby, and their rooms with ``room: "*"``."""
 
     def actor(self) -> Actor:
-        return Actor(subject=self.sub, role=self.role, name=self.name, can_whisper=self.whisper)
+        return Actor(
+            subject=self.sub,
+            role=self.role,
+            name=self.name,
+            can_whisper=self.whisper,
+            queue=self.queue,
+        )
 
 
 class AuthError(EarpieceError):
@@ -104,6 +121,7 @@ class TokenVerifier:
         issuer: str,
         algorithms: tuple[str, ...] = ("HS256",),
         leeway_s: float = 0,
+        queue_of: Callable[[str], Awaitable[str]] | None = None,
     ) -> None:
         allowed = SYMMETRIC_ALGORITHMS if isinstance(key, str | bytes) else ASYMMETRIC_ALGORITHMS
         if not algorithms or not set(algorithms) <= allowed:
@@ -115,31 +133,41 @@ class TokenVerifier:
         self._issuer = issuer
         self._algorithms = list(algorithms)
         self._leeway_s = leeway_s
+        self._queue_of = queue_of
 
     def verify(self, token: str, room_id: str) -> Claims:
         """The token's claims, if it is valid and names ``room_id``; AuthError otherwise.
 
         With a JWKS this may fetch the key set and block: async code calls ``verify_async``.
+        A token for every room of its queues needs the room's queue: only ``verify_async``.
         """
         key = self._key
-        if isinstance(key, JwksKeys):
-            return self._checked(token, key.fetch(_kid(token)), room_id)
-        return self._checked(token, key, room_id)
+        claims = self._decoded(token, key.fetch(_kid(token)) if isinstance(key, JwksKeys) else key)
+        _check_room(claims, room_id, room_queue=None)
+        return claims
 
     async def verify_async(self, token: str, room_id: str) -> Claims:
-        """As ``verify``, fetching a JWKS in a thread when the cached set lacks the token's key."""
+        """As ``verify``, fetching a JWKS in a thread when the cached set lacks the token's key,
+        and looking up the room's queue for a token with ``room: "*"``."""
+        claims = await self.claims_async(token)
+        room_queue = None
+        if claims.room == ANY_ROOM and self._queue_of is not None:
+            room_queue = await self._queue_of(room_id)
+        _check_room(claims, room_id, room_queue=room_queue)
+        return claims
+
+    async def claims_async(self, token: str) -> Claims:
+        """The claims of a valid token, whatever room it names (for the supervisors' lobby)."""
         key = self._key
         if isinstance(key, JwksKeys):
             kid = _kid(token)
             jwk = key.cached(kid)
             if jwk is None:
                 jwk = await asyncio.to_thread(key.fetch, kid)
-            return self._checked(token, jwk, room_id)
-        return self._checked(token, key, room_id)
+            return self._decoded(token, jwk)
+        return self._decoded(token, key)
 
-    def _checked(
-        self, token: str, key: str | bytes | PublicKey | jwt.PyJWK, room_id: str
-    ) -> Claims:
+    def _decoded(self, token: str, key: str | bytes | PublicKey | jwt.PyJWK) -> Claims:
         try:
             payload = jwt.decode(
                 token,
@@ -155,9 +183,22 @@ class TokenVerifier:
             raise AuthError(f"invalid token: {exc}") from exc
         except msgspec.ValidationError as exc:
             raise AuthError(f"invalid token claims: {exc}") from exc
-        if claims.room != room_id:
-            raise AuthError(f"token is for room {claims.room!r}, not {room_id!r}", status=403)
+        if claims.room == ANY_ROOM and (claims.role is not Role.SUPERVISOR or not claims.queues):
+            raise AuthError(
+                "invalid token claims: only a supervisor's token may name every room "
+                '("room": "*"), and it must list its "queues"'
+            )
         return claims
+
+
+def _check_room(claims: Claims, room_id: str, *, room_queue: str | None) -> None:
+    if claims.room == ANY_ROOM:
+        if room_queue is None or room_queue not in claims.queues:
+            raise AuthError(
+                f"room {room_id!r} is not in the token's queues {list(claims.queues)}", status=403
+            )
+    elif claims.room != room_id:
+        raise AuthError(f"token is for room {claims.room!r}, not {room_id!r}", status=403)
 
 
 def _kid(token: str) -> str:
@@ -170,8 +211,13 @@ def _kid(token: str) -> str:
     return kid
 
 
-def verifier_from_settings(settings: Settings) -> TokenVerifier:
-    """The verifier the settings describe: JWKS, else public key, else the shared secret."""
+def verifier_from_settings(
+    settings: Settings, queue_of: Callable[[str], Awaitable[str]] | None = None
+) -> TokenVerifier:
+    """The verifier the settings describe: JWKS, else public key, else the shared secret.
+
+    ``queue_of`` gives a room's queue, for supervisor tokens naming every room of their queues.
+    """
     key: Key
     if settings.jwt_jwks_url is not None:
         key = JwksKeys(settings.jwt_jwks_url)
@@ -185,6 +231,7 @@ def verifier_from_settings(settings: Settings) -> TokenVerifier:
         issuer=settings.jwt_issuer,
         algorithms=settings.jwt_algorithms,
         leeway_s=settings.jwt_leeway_s,
+        queue_of=queue_of,
     )
 
 
@@ -196,6 +243,8 @@ def mint_token(
     room: str,
     role: Role,
     whisper: bool = False,
+    queue: str = "",
+    queues: tuple[str, ...] = (),
     audience: str,
     issuer: str,
     ttl_s: int = 3600,
@@ -214,4 +263,8 @@ def mint_token(
         "aud": audience,
         "iss": issuer,
     }
+    if queue:
+        claims["queue"] = queue
+    if queues:
+        claims["queues"] = list(queues)
     return jwt.encode(claims, key, algorithm="HS256")

@@ -142,6 +142,10 @@ def parser() -> argparse.ArgumentParser:
     token.add_argument("--sub", help="subject (default: <role>-1)")
     token.add_argument("--name", help="display name (default: the subject)")
     token.add_argument("--whisper", action="store_true", help="may whisper (supervisors)")
+    token.add_argument("--queue", default="", help="the queue of the call (customers, agents)")
+    token.add_argument(
+        "--queues", default="", help="comma-separated queues a supervisor coaches (with --room '*')"
+    )
     token.add_argument("--ttl", type=int, default=3600, help="seconds (default 3600)")
 
     audit = commands.add_parser("audit", help="check or replay a room's audit log")
@@ -196,6 +200,8 @@ def main(argv: list[str] | None = None) -> int:
                     room=args.room,
                     role=Role(args.role),
                     whisper=args.whisper,
+                    queue=args.queue,
+                    queues=tuple(q.strip() for q in args.queues.split(",") if q.strip()),
                     audience=settings.jwt_audience,
                     issuer=settings.jwt_issuer,
                     ttl_s=args.ttl,

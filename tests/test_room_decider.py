@@ -199,6 +199,20 @@ def test_join_emits_participant_joined_from_the_token() -> None:
     )
 
 
+def test_join_carries_the_queue_of_the_call_and_the_first_one_names_the_room() -> None:
+    agent = Actor("agent-1", Role.AGENT, "Alice", can_whisper=False, queue="sales")
+    given().when(agent, Join()).then(
+        ParticipantJoined(subject=AG, role=Role.AGENT, name="Alice", queue="sales")
+    )
+
+    joins = [
+        ParticipantJoined(subject=AG, role=Role.AGENT, name="Alice", queue="sales"),
+        ParticipantJoined(subject=CUST, role=Role.CUSTOMER, name="Carol", queue="support"),
+    ]
+
+    assert given(*joins).state.queue == "sales"
+
+
 def test_join_when_already_joined_changes_nothing() -> None:
     given(*COACHED).when(COACH, Join()).then()
 

@@ -1,0 +1,142 @@
+"""Supervisors' lobby and their tokens for every room of their queues, on a real service."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from typing import Any
+
+import httpx
+import pytest
+import redis.asyncio as redis
+from support import SECRET, running_service, token
+
+from events.room import Role
+from services.auth import AuthError, TokenVerifier
+from services.redis_server import RedisServer
+
+pytestmark = pytest.mark.newest_redis
+
+SALES_COACH = token(Role.SUPERVISOR, sub="sup-1", room="*", queues=["sales"], whisper=True)
+
+
+@pytest.fixture
+async def service(
+    redis_server: RedisServer, redis_client: redis.Redis
+) -> AsyncIterator[httpx.AsyncClient]:
+    async with running_service(redis_server.url, redis_client) as running:
+        yield running.http
+
+
+async def send(http: httpx.AsyncClient, room: str, bearer: str, command: str) -> httpx.Response:
+    return await http.post(
+        f"/rooms/{room}/commands",
+        json={"command": command},
+        headers={"authorization": f"Bearer {bearer}"},
+    )
+
+
+async def lobby_where(http: httpx.AsyncClient, bearer: str, condition: Any) -> list[Any]:
+    """The lobby's rooms once ``condition`` holds (the lobby follows the feed)."""
+    async with asyncio.timeout(10):
+        while True:
+            response = await http.get("/lobby", headers={"authorization": f"Bearer {bearer}"})
+            assert response.status_code == 200, response.text
+            rooms = response.json()["rooms"]
+            if condition(rooms):
+                return rooms
+            await asyncio.sleep(0.05)
+
+
+async def open_call(http: httpx.AsyncClient, room: str, queue: str) -> None:
+    for role, name in ((Role.CUSTOMER, "cust"), (Role.AGENT, "agent")):
+        bearer = token(role, room=room, sub=f"{name}-{room}", queue=queue)
+        assert (await send(http, room, bearer, "join")).status_code == 201
+
+
+async def test_lobby_lists_the_live_rooms_of_the_tokens_queues_only(
+    service: httpx.AsyncClient,
+) -> None:
+    await open_call(service, "r-sales", "sales")
+    await open_call(service, "r-support", "support")
+
+    rooms = await lobby_where(service, SALES_COACH, lambda rooms: len(rooms) == 1)
+
+    [room] = rooms
+    assert (room["room_id"], room["queue"]) == ("r-sales", "sales")
+    assert (room["customer"], room["agent"]) == ("Cust-R-Sales", "Agent-R-Sales")
+    assert (room["coaches"], room["coaching"]) == ([], [])
+
+
+async def test_a_token_for_every_room_of_a_queue_coaches_there_and_nowhere_else(
+    service: httpx.AsyncClient,
+) -> None:
+    await open_call(service, "r-sales", "sales")
+    await open_call(service, "r-support", "support")
+
+    joined = await send(service, "r-sales", SALES_COACH, "join")
+    whispering = await send(service, "r-sales", SALES_COACH, "start_whisper")
+    refused = await send(service, "r-support", SALES_COACH, "join")
+
+    assert (joined.status_code, whispering.status_code) == (201, 201)
+    assert refused.status_code == 403
+    assert "not in the token's queues ['sales']" in refused.json()["detail"]
+    rooms = await lobby_where(service, SALES_COACH, lambda rooms: rooms and rooms[0]["coaching"])
+    assert rooms[0]["coaching"] == ["Sup-1"]
+
+
+async def test_a_closed_room_leaves_the_lobby(service: httpx.AsyncClient) -> None:
+    await open_call(service, "r-sales", "sales")
+    await lobby_where(service, SALES_COACH, lambda rooms: len(rooms) == 1)
+
+    agent = token(Role.AGENT, room="r-sales", sub="agent-r-sales", queue="sales")
+    assert (await send(service, "r-sales", agent, "close_room")).status_code == 201
+
+    assert await lobby_where(service, SALES_COACH, lambda rooms: rooms == []) == []
+
+
+@pytest.mark.parametrize(
+    ("bearer", "status"),
+    [
+        (token(Role.AGENT, room="r-sales", queue="sales"), 403),
+        (token(Role.CUSTOMER, room="*", queues=["sales"]), 401),
+        ("not-a-token", 401),
+    ],
+    ids=["agent", "customer-any-room", "garbage"],
+)
+async def test_lobby_is_for_supervisors_only(
+    service: httpx.AsyncClient, bearer: str, status: int
+) -> None:
+    response = await service.get("/lobby", headers={"authorization": f"Bearer {bearer}"})
+
+    assert response.status_code == status
+
+
+async def queue_of(room_id: str) -> str:
+    return {"r-sales": "sales"}.get(room_id, "")
+
+
+@pytest.mark.parametrize(
+    ("claims", "room", "outcome"),
+    [
+        ({"role": Role.SUPERVISOR, "queues": ["sales"]}, "r-sales", None),
+        ({"role": Role.SUPERVISOR, "queues": ["sales"]}, "r-other", "not in the token's queues"),
+        ({"role": Role.SUPERVISOR}, "r-sales", 'must list its "queues"'),
+        ({"role": Role.AGENT, "queues": ["sales"]}, "r-sales", "only a supervisor's token"),
+    ],
+    ids=["in-queue", "other-queue", "no-queues", "agent"],
+)
+async def test_verifier_grants_every_room_only_to_supervisors_in_its_queues(
+    claims: dict[str, Any], room: str, outcome: str | None
+) -> None:
+    verifier = TokenVerifier(SECRET, audience="earpiece", issuer="earpiece", queue_of=queue_of)
+    role = claims.pop("role")
+    bearer = token(role, room="*", **claims)
+
+    if outcome is None:
+        assert (await verifier.verify_async(bearer, room)).queues == ("sales",)
+    else:
+        with pytest.raises(AuthError, match=outcome):
+            await verifier.verify_async(bearer, room)
+    with pytest.raises(AuthError):  # without the room's queue, the sync path never grants it
+        verifier.verify(bearer, room)

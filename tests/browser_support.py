@@ -37,7 +37,7 @@ def write_tone(path: Path, *hz: float, seconds: float = 2.0, amplitude: float = 
     """A 48 kHz mono 16-bit WAV of pure tones (whole Hz: it loops without a click)."""
     frames = int(SAMPLE_RATE * seconds)
     t = np.arange(frames) / SAMPLE_RATE
-    mixed = sum(np.sin(2 * np.pi * f * t) for f in hz) / len(hz)
+    mixed = np.sin(2 * np.pi * np.outer(hz, t)).mean(axis=0)
     samples = (mixed * amplitude * 32767).astype("<i2")
     with wave.open(str(path), "wb") as out:
         out.setnchannels(1)

@@ -2,7 +2,8 @@
 
     /call      the customer: the call and nothing else
     /desk      the agent: the call, a badge per coach, the cue panel
-    /console   a supervisor: the room, monitor, whisper, push-to-talk, cues
+    /console   a supervisor: the lobby of their queues' live rooms (a ``*`` token), or
+               a room: monitor, whisper, push-to-talk, cues
     /static/…  their modules and style sheet
 
 A page carries no secret and no room: the link that opens it holds both in its fragment

@@ -2,15 +2,19 @@
 // is coaching; monitor with level meters; one click to whisper and back; push-to-talk (hold
 // Space or the button) or open mic; mute; cues and their acknowledgments. What it shows comes
 // from the supervisor's view only; a click sends a command and waits for the next view.
+// A `*` token (one that names queues, not a room) opens the lobby of those queues' rooms
+// first (lobby.js); its room console then links back to it.
 
-import { takeCredentials } from "./link.js";
+import { ANY_ROOM, keepCredentials, peekClaims, takeCredentials } from "./link.js";
 import { LiveChannel } from "./live.js";
 import { Leg } from "./leg.js";
+import { startLobby } from "./lobby.js";
 import { LevelMeter } from "./meter.js";
 import { $, alertUser, duration, el, needLink, setStatus, show } from "./ui.js";
 
-const credentials = takeCredentials();
-if (!credentials) needLink("supervisor");
+const credentials = takeCredentials({ anyRoom: true });
+if (!credentials) needLink("supervisor", "#token=… or #room=…&token=…");
+else if (credentials.room === ANY_ROOM) startLobby(credentials);
 else start(credentials);
 
 function coachState(coach) {
@@ -62,6 +66,16 @@ function start(credentials) {
   let talking = false; // the talk control is held down (Space or the button)
   let joining = false;
   $("#room").textContent = credentials.room;
+  show($("#room-console"), true);
+  if (peekClaims(credentials.token).room === ANY_ROOM) {
+    const back = $("#back");
+    show(back, true);
+    back.addEventListener("click", (event) => {
+      event.preventDefault(); // the page's pagehide handler leaves the room's media
+      keepCredentials({ room: ANY_ROOM, token: credentials.token });
+      location.replace("/console");
+    });
+  }
 
   const me = () => view?.coaches.find((coach) => coach.subject === view.you.subject);
 

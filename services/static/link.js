@@ -2,22 +2,46 @@
 // send a fragment to a server, and it is removed from the address bar (and the history) at
 // once, so the token is not left on screen or in a bookmark. It is kept in this tab's
 // sessionStorage so that a reload still works, and nowhere else.
+//
+// The console alone also takes a link with no room (/console#token=..., or #room=*&token=...):
+// a supervisor's `*` token, which opens the lobby of their queues' rooms. Its credentials are
+// then {room: "*", token}. The desk and the call page always need a room.
 
-export function takeCredentials() {
-  const key = `earpiece:${location.pathname}`;
+export const ANY_ROOM = "*";
+
+const storageKey = () => `earpiece:${location.pathname}`;
+
+export function takeCredentials({ anyRoom = false } = {}) {
   const params = new URLSearchParams(location.hash.slice(1));
-  const room = params.get("room");
   const token = params.get("token");
-  if (room && token) {
+  const room = params.get("room") || (anyRoom ? ANY_ROOM : null);
+  if (room && token && (anyRoom || room !== ANY_ROOM)) {
     history.replaceState(null, "", location.pathname + location.search);
-    sessionStorage.setItem(key, JSON.stringify({ room, token }));
+    keepCredentials({ room, token });
     return { room, token };
   }
   try {
-    const kept = JSON.parse(sessionStorage.getItem(key) ?? "null");
-    if (kept?.room && kept?.token) return kept;
+    const kept = JSON.parse(sessionStorage.getItem(storageKey()) ?? "null");
+    if (kept?.room && kept?.token && (anyRoom || kept.room !== ANY_ROOM)) return kept;
   } catch {
-    sessionStorage.removeItem(key);
+    sessionStorage.removeItem(storageKey());
   }
   return null;
+}
+
+// What this tab's page opens with next (the lobby opens a room, a room goes back to the lobby).
+export function keepCredentials({ room, token }) {
+  sessionStorage.setItem(storageKey(), JSON.stringify({ room, token }));
+}
+
+// The token's claims, read without checking its signature: for what a page shows (a name, the
+// queues, whether it is a `*` token), never for a decision. The server checks every request.
+export function peekClaims(token) {
+  try {
+    const payload = token.split(".")[1].replace(/-/g, "+").replace(/_/g, "/");
+    const bytes = Uint8Array.from(atob(payload), (c) => c.charCodeAt(0));
+    return JSON.parse(new TextDecoder().decode(bytes)) ?? {};
+  } catch {
+    return {};
+  }
 }

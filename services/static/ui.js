@@ -39,7 +39,7 @@ export function duration(ms) {
 }
 
 // A page with no credentials says how to get in, and does nothing else.
-export function needLink(role) {
-  setStatus(`Open this page with the link you were given (it ends in #room=…&token=…): ` +
+export function needLink(role, ending = "#room=…&token=…") {
+  setStatus(`Open this page with the link you were given (it ends in ${ending}): ` +
     `it carries your ${role} access.`);
 }

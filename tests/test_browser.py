@@ -10,6 +10,7 @@ screenshots shown in the README.
 from __future__ import annotations
 
 import asyncio
+import re
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
@@ -18,7 +19,13 @@ from typing import Any
 import pytest
 import redis.asyncio as redis
 from browser_support import PROBE, PageUnderTest, launch_speaker, write_tone
-from playwright.async_api import Browser, Playwright, async_playwright, expect
+from playwright.async_api import (
+    Browser,
+    Playwright,
+    ViewportSize,
+    async_playwright,
+    expect,
+)
 from support import RunningService, running_service, token
 
 from events.room import Role
@@ -54,11 +61,28 @@ class Call:
         self.tmp = tmp
         self.browsers: list[Browser] = []
         self.pages: dict[str, PageUnderTest] = {}
+        self.queue: str | None = None
+        """The queue the customer's and agent's tokens name, if any."""
+        self.lobby_queues: list[str] | None = None
+        """Supervisors' tokens are ``*`` tokens for these queues, opening the lobby, if set."""
 
     def link(self, subject: str) -> str:
         role = ROLES.get(subject, Role.SUPERVISOR)
-        credential = token(role, sub=subject, name=NAMES[subject], whisper=role is Role.SUPERVISOR)
-        return f"{self.service.http.base_url}/{PATHS[subject]}#room=room-1&token={credential}"
+        base = f"{self.service.http.base_url}/{PATHS[subject]}"
+        name = NAMES[subject]
+        if role is not Role.SUPERVISOR:
+            credential = (
+                token(role, sub=subject, name=name)
+                if self.queue is None
+                else token(role, sub=subject, name=name, queue=self.queue)
+            )
+            return f"{base}#room=room-1&token={credential}"
+        if self.lobby_queues is None:
+            return f"{base}#room=room-1&token={token(role, sub=subject, name=name, whisper=True)}"
+        lobby = token(
+            role, room="*", sub=subject, name=name, whisper=True, queues=self.lobby_queues
+        )
+        return f"{base}#token={lobby}"
 
     async def open(self, subject: str, *tones: float) -> PageUnderTest:
         """``subject``'s page, in a Chromium whose microphone plays their tone (or ``tones``)."""
@@ -66,7 +90,9 @@ class Call:
         browser = await launch_speaker(self.playwright, tone)
         self.browsers.append(browser)
         size = (
-            {"width": 560, "height": 400} if subject == "cust" else {"width": 1180, "height": 760}
+            ViewportSize(width=560, height=400)
+            if subject == "cust"
+            else ViewportSize(width=1180, height=760)
         )
         context = await browser.new_context(viewport=size)
         await context.add_init_script(PROBE)
@@ -322,3 +348,63 @@ async def test_the_cue_panel_pops_out_into_document_picture_in_picture_and_back(
     await expect(agent.page.locator("#cue-panel")).to_have_count(0)  # it lives in the window
     await pip.get_by_role("button", name="Back to page").click()
     await expect(agent.page.locator("#cue-panel .cue.done")).to_contain_text("Ask for the order")
+
+
+async def test_a_supervisor_opens_a_room_of_their_queue_from_the_lobby_and_whispers_in_it(
+    call: Call,
+) -> None:
+    call.queue, call.lobby_queues = "sales", ["sales"]
+    _, agent = await start_call(call)
+    other_queue = token(Role.CUSTOMER, room="room-2", sub="cust-2", name="Pat", queue="support")
+    joined = await call.service.http.post(
+        "/rooms/room-2/commands",
+        json={"command": "join"},
+        headers={"Authorization": f"Bearer {other_queue}"},
+    )
+    assert joined.status_code == 201, joined.text
+    support_lead = token(Role.SUPERVISOR, room="*", sub="sup-9", queues=["support"])
+    listed = await until(
+        lambda: call.service.http.get(
+            "/lobby", headers={"Authorization": f"Bearer {support_lead}"}
+        ),
+        lambda response: [room["room_id"] for room in response.json()["rooms"]] == ["room-2"],
+    )
+    assert [room["room_id"] for room in listed.json()["rooms"]] == ["room-2"], listed.text
+
+    console = await call.open("sup-1")
+    sales = console.page.locator('#rooms tr[data-room="room-1"]')
+    await expect(sales).to_contain_text("sales")
+    await expect(sales).to_contain_text("Casey Customer")
+    await expect(sales).to_contain_text("Alex Agent")
+    await expect(sales.locator('[data-field="coaches"]')).to_have_text("nobody")
+    await expect(sales.locator('[data-field="open-for"]')).to_have_text(re.compile(r"^00:\d\d$"))
+    await expect(console.page.locator('#rooms tr[data-room="room-2"]')).to_have_count(0)
+    await expect(console.page.get_by_role("columnheader", name="Open for")).to_be_visible()
+
+    await sales.get_by_role("button", name="Open room room-1").press("Enter")  # by keyboard
+    await expect(console.page.get_by_role("heading", name="Room room-1")).to_be_visible()
+    await console.page.get_by_role("button", name="Join and monitor").click()
+    await expect(console.page.get_by_text("Monitoring: you hear the call.")).to_be_visible()
+    await console.page.get_by_label("Open mic").check()
+    await console.page.get_by_role("button", name="Whisper", exact=True).click()
+    await expect(badge(agent, "sup-1")).to_be_visible(timeout=1000)
+
+    # A second tab on the same link: the lobby now shows who is coaching.
+    lobby = PageUnderTest(await console.page.context.new_page())
+    link = call.link("sup-1")
+    lobby.secret = link.partition("token=")[2]
+    call.pages["sup-1-lobby"] = lobby
+    await lobby.page.goto(link)
+    coaches = lobby.page.locator('#rooms tr[data-room="room-1"] [data-field="coaches"]')
+    await expect(coaches).to_have_text("Sam Super (whispering)")
+    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+    await lobby.page.screenshot(
+        path=SCREENSHOTS / "lobby.png", clip={"x": 0, "y": 0, "width": 1180, "height": 320}
+    )
+
+    await console.page.get_by_role("link", name="Back to rooms").click()
+    await expect(console.page.locator('#rooms tr[data-room="room-1"]')).to_be_visible()
+    # Only the console has a lobby: the desk still needs a room in its link.
+    await lobby.page.goto(f"{call.service.http.base_url}/desk#token={lobby.secret}")
+    await expect(lobby.page.get_by_role("status")).to_contain_text("Open this page with the link")
+    assert_no_token_in_a_url(call)

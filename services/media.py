@@ -14,7 +14,7 @@ import contextlib
 import logging
 import uuid
 from collections.abc import Awaitable, Callable
-from typing import Literal
+from typing import Literal, NamedTuple
 
 import redis.asyncio as redis
 from aiortc import RTCConfiguration, RTCPeerConnection, RTCSessionDescription
@@ -31,6 +31,7 @@ from services.router import Router, slot_names
 from services.sdp import (
     OPUS_FMTP,
     BadOffer,
+    OfferSummary,
     announce_address,
     check_offer,
     keep_candidates_from,
@@ -42,6 +43,14 @@ from services.settings import Settings
 log = logging.getLogger(__name__)
 
 Direction = Literal["publish", "receive"]
+
+
+class Offer(NamedTuple):
+    """An offer's SDP with what ``sdp.check_offer`` found in it: only ``MediaPlane.check``
+    makes one."""
+
+    sdp: str
+    summary: OfferSummary
 
 
 class Session:
@@ -129,9 +138,16 @@ class MediaPlane:
     def receive_slots(self, role: Role) -> int:
         return len(slot_names(role, self.settings.coach_slots))
 
-    async def publish(self, room_id: str, actor: Actor, offer: str) -> tuple[Session, str]:
+    def check(self, sdp: str, role: Role, direction: Direction) -> Offer:
+        """``sdp`` as an offer this plane accepts from ``role``; BadOffer if it is not one.
+
+        Checked once, before anything is stored, and then handed to ``publish``/``receive``.
+        """
+        sections = 1 if direction == "publish" else self.receive_slots(role)
+        return Offer(sdp, check_offer(sdp, max_audio_sections=sections, direction=direction))
+
+    async def publish(self, room_id: str, actor: Actor, offer: Offer) -> tuple[Session, str]:
         """A peer connection taking ``actor``'s microphone; returns it and the SDP answer."""
-        check_offer(offer, max_audio_sections=1, direction="publish")
         room = self.room(room_id)
         session = await self._replace(room, actor, "publish")
         producer = room.actor.add_producer(actor.subject, actor.role)
@@ -141,21 +157,18 @@ class MediaPlane:
             receiver = next(r for r in session.pc.getReceivers() if r.track is track)
             tap_opus(receiver, producer.deliver)
 
-        await self._set_offer(session, offer)
+        await self._set_offer(session, offer.sdp)
         return session, await self._answer(session)
 
-    async def receive(self, room_id: str, actor: Actor, offer: str) -> tuple[Session, str]:
+    async def receive(self, room_id: str, actor: Actor, offer: Offer) -> tuple[Session, str]:
         """A peer connection sending ``actor`` what the router routes to them."""
-        summary = check_offer(
-            offer, max_audio_sections=self.receive_slots(actor.role), direction="receive"
-        )
         room = self.room(room_id)
         session = await self._replace(room, actor, "receive")
         consumer = room.actor.add_consumer(actor.subject, actor.role)
-        await self._set_offer(session, offer)
+        await self._set_offer(session, offer.sdp)
         # Slots in their fixed order, one per offered section: the client's first m-line is
         # the first slot. The tracks stay for the whole session; routing only feeds them.
-        for track in list(consumer.tracks.values())[: summary.audio_sections]:
+        for track in list(consumer.tracks.values())[: offer.summary.audio_sections]:
             session.pc.addTrack(track)
         return session, await self._answer(session)
 

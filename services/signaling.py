@@ -27,7 +27,7 @@ from services.auth import TokenVerifier
 from services.commands import Accepted, CommandHandler
 from services.http import ApiError, authenticate, bounded_body, room_id_of
 from services.media import Direction, MediaPlane, Session
-from services.sdp import MAX_SDP_BYTES, BadOffer, check_offer
+from services.sdp import MAX_SDP_BYTES, BadOffer
 
 log = logging.getLogger(__name__)
 
@@ -75,15 +75,14 @@ class Signaling:
             raise ApiError(400, "bad_offer", "the offer is not UTF-8 text") from exc
         actor = claims.actor()
         # A bad offer is refused before the join, so that it leaves no event in the room.
-        slots = 1 if direction == "publish" else self.media.receive_slots(actor.role)
         try:
-            check_offer(offer, max_audio_sections=slots, direction=direction)
+            checked = self.media.check(offer, actor.role, direction)
         except BadOffer as exc:
             raise ApiError(400, "bad_offer", exc.reason) from exc
         joined = await self._command(room_id, Join(), actor)
         start = self.media.publish if direction == "publish" else self.media.receive
         try:
-            session, answer = await start(room_id, actor, offer)
+            session, answer = await start(room_id, actor, checked)
         except BadOffer as exc:
             if joined:  # undo only the join this request made, not one made by a command
                 await self._leave_if_gone(room_id, actor)

@@ -60,7 +60,10 @@ async def test_lobby_lists_the_live_rooms_of_the_tokens_queues_only(
     await open_call(service, "r-sales", "sales")
     await open_call(service, "r-support", "support")
 
-    rooms = await lobby_where(service, SALES_COACH, lambda rooms: len(rooms) == 1)
+    support_coach = token(Role.SUPERVISOR, sub="sup-2", room="*", queues=["support"])
+    await lobby_where(service, support_coach, lambda rooms: rooms and rooms[0]["agent"])
+
+    rooms = await lobby_where(service, SALES_COACH, lambda rooms: rooms and rooms[0]["agent"])
 
     [room] = rooms
     assert (room["room_id"], room["queue"]) == ("r-sales", "sales")

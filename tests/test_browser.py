@@ -51,6 +51,10 @@ holds -37 dB within 25 Hz of 650 Hz, -47 to -53 dB at 1300 Hz and -60 to -65 dB 
 The supervisors' tones are kept far from the call's, where the floor is 15 dB below this."""
 SCREENSHOTS = Path(__file__).resolve().parent.parent / "docs" / "screenshots"
 
+# Page waits get room for a loaded 2-core machine running four Chromiums and the service; the
+# one latency the issue asks of the badge (1 s) is asserted where it is measured.
+expect.set_options(timeout=15_000)
+
 
 class Call:
     """The people of room-1, each on their page in a Chromium of their own."""
@@ -141,6 +145,14 @@ async def hears(page: PageUnderTest, *tones: float, ms: int = 600) -> dict[float
     return {hz: loudest(levels, hz) for hz in tones}
 
 
+async def customer_hears_the_agent(customer: PageUnderTest) -> None:
+    """Wait for the call's audio at the customer, so that a later silent window means silence."""
+    levels = await until(
+        lambda: hears(customer, TONES["agent"]), lambda h: h[TONES["agent"]] >= HEARD_DB
+    )
+    assert levels[TONES["agent"]] >= HEARD_DB, levels
+
+
 async def start_call(call: Call, *agent_tones: float) -> tuple[PageUnderTest, PageUnderTest]:
     customer, agent = await call.open("cust"), await call.open("agent", *agent_tones)
     for page in (customer, agent):
@@ -186,16 +198,17 @@ async def test_one_click_whispers_to_the_agent_within_a_second_and_never_to_the_
     levels = await until(lambda: hears(agent, TONES["cust"]), lambda h: h[500.0] >= HEARD_DB)
     assert levels[TONES["cust"]] >= HEARD_DB
     assert (await hears(agent, TONES["sup-1"]))[TONES["sup-1"]] < SILENT_DB
+    await customer_hears_the_agent(customer)
 
     clicked = time.monotonic()
     await console.page.get_by_role("button", name="Whisper", exact=True).click()
-    await expect(badge(agent, "sup-1")).to_be_visible(timeout=1000)
+    await expect(badge(agent, "sup-1")).to_be_visible(timeout=1_000)
     badge_after = time.monotonic() - clicked
 
-    agent_hears, customer_hears = await asyncio.gather(
-        until(lambda: hears(agent, TONES["sup-1"]), lambda h: h[TONES["sup-1"]] >= HEARD_DB),
-        hears(customer, TONES["agent"], TONES["sup-1"], ms=1500),
+    agent_hears = await until(
+        lambda: hears(agent, TONES["sup-1"]), lambda h: h[TONES["sup-1"]] >= HEARD_DB
     )
+    customer_hears = await hears(customer, TONES["agent"], TONES["sup-1"], ms=1500)
     assert badge_after < 1.0
     assert agent_hears[TONES["sup-1"]] >= HEARD_DB, agent_hears
     assert customer_hears[TONES["agent"]] >= HEARD_DB, customer_hears
@@ -203,7 +216,7 @@ async def test_one_click_whispers_to_the_agent_within_a_second_and_never_to_the_
     await expect(agent.page.locator('.badge[data-coach="sup-1"]')).to_contain_text("Sam Super")
 
     await console.page.get_by_role("button", name="Stop whisper").click()  # and back
-    await expect(badge(agent, "sup-1")).to_be_hidden(timeout=1000)
+    await expect(badge(agent, "sup-1")).to_be_hidden()
     await expect(console.page.get_by_text("Monitoring: you hear the call.")).to_be_visible()
     silent = await until(
         lambda: hears(agent, TONES["sup-1"]), lambda h: h[TONES["sup-1"]] < SILENT_DB
@@ -216,31 +229,35 @@ async def test_one_click_whispers_to_the_agent_within_a_second_and_never_to_the_
 async def test_push_to_talk_with_the_spacebar_and_mute_silence_the_coach(call: Call) -> None:
     customer, agent = await start_call(call)
     console = await monitor(call, "sup-1", "Push-to-talk")
+    await customer_hears_the_agent(customer)
     await console.page.get_by_role("button", name="Whisper", exact=True).click()
     await expect(console.page.get_by_text("Whisper on: hold to talk.")).to_be_visible()
     assert (await hears(agent, TONES["sup-1"]))[TONES["sup-1"]] < SILENT_DB
     await expect(badge(agent, "sup-1")).to_be_hidden()
 
     await console.page.keyboard.down("Space")  # focus is still on the Whisper button
-    await expect(badge(agent, "sup-1")).to_be_visible(timeout=1000)
-    talking, customer_hears = await asyncio.gather(
-        until(lambda: hears(agent, TONES["sup-1"]), lambda h: h[TONES["sup-1"]] >= HEARD_DB),
-        hears(customer, TONES["agent"], TONES["sup-1"], ms=1500),
+    await expect(badge(agent, "sup-1")).to_be_visible()
+    talking = await until(
+        lambda: hears(agent, TONES["sup-1"]), lambda h: h[TONES["sup-1"]] >= HEARD_DB
     )
+    customer_hears = await hears(customer, TONES["agent"], TONES["sup-1"], ms=1500)
     await console.page.keyboard.up("Space")
-    await expect(badge(agent, "sup-1")).to_be_hidden(timeout=1000)
+    await expect(badge(agent, "sup-1")).to_be_hidden()
     released = await until(
         lambda: hears(agent, TONES["sup-1"]), lambda h: h[TONES["sup-1"]] < SILENT_DB
     )
     assert talking[TONES["sup-1"]] >= HEARD_DB, talking
+    assert customer_hears[TONES["agent"]] >= HEARD_DB, customer_hears
     assert customer_hears[TONES["sup-1"]] < SILENT_DB, customer_hears
     assert released[TONES["sup-1"]] < SILENT_DB, released
     await expect(console.page.get_by_role("button", name="Stop whisper")).to_be_visible()
+    # The console's own view of the release comes first: it redraws the mode switch.
+    await expect(console.page.locator("#talk")).to_have_attribute("aria-pressed", "false")
 
     await console.page.get_by_label("Open mic").check()
-    await expect(badge(agent, "sup-1")).to_be_visible(timeout=1000)
+    await expect(badge(agent, "sup-1")).to_be_visible()
     await console.page.get_by_role("button", name="Mute", exact=True).click()
-    await expect(badge(agent, "sup-1")).to_be_hidden(timeout=1000)
+    await expect(badge(agent, "sup-1")).to_be_hidden()
     muted = await until(
         lambda: hears(agent, TONES["sup-1"]), lambda h: h[TONES["sup-1"]] < SILENT_DB
     )
@@ -250,7 +267,7 @@ async def test_push_to_talk_with_the_spacebar_and_mute_silence_the_coach(call: C
     await expect(silenced).to_have_text("silenced: only the coach can unmute")
     await expect(agent.page.locator(".badges button")).to_have_count(0)
     await console.page.get_by_role("button", name="Unmute", exact=True).click()
-    await expect(badge(agent, "sup-1")).to_be_visible(timeout=1000)
+    await expect(badge(agent, "sup-1")).to_be_visible()
     assert_nothing_of_supervisors(customer, await customer.dom_history())
 
 
@@ -260,17 +277,16 @@ async def test_two_supervisors_coach_at_once_and_a_cue_comes_back_acknowledged(
     customer, agent = await start_call(call)
     sam = await monitor(call, "sup-1", "Open mic")
     robin = await monitor(call, "sup-2", "Open mic")
+    await customer_hears_the_agent(customer)
     for console in (sam, robin):
         await console.page.get_by_role("button", name="Whisper", exact=True).click()
     for subject in ("sup-1", "sup-2"):
-        await expect(badge(agent, subject)).to_be_visible(timeout=1000)
-    both, customer_hears = await asyncio.gather(
-        until(
-            lambda: hears(agent, TONES["sup-1"], TONES["sup-2"]),
-            lambda h: min(h.values()) >= HEARD_DB,
-        ),
-        hears(customer, TONES["agent"], TONES["sup-1"], TONES["sup-2"], ms=1500),
+        await expect(badge(agent, subject)).to_be_visible()
+    both = await until(
+        lambda: hears(agent, TONES["sup-1"], TONES["sup-2"]),
+        lambda h: min(h.values()) >= HEARD_DB,
     )
+    customer_hears = await hears(customer, TONES["agent"], TONES["sup-1"], TONES["sup-2"], ms=1500)
     assert min(both.values()) >= HEARD_DB, both
     assert customer_hears[TONES["agent"]] >= HEARD_DB, customer_hears
     assert max(customer_hears[TONES["sup-1"]], customer_hears[TONES["sup-2"]]) < SILENT_DB, (
@@ -377,7 +393,7 @@ async def test_a_supervisor_opens_a_room_of_their_queue_from_the_lobby_and_whisp
     await expect(sales).to_contain_text("Casey Customer")
     await expect(sales).to_contain_text("Alex Agent")
     await expect(sales.locator('[data-field="coaches"]')).to_have_text("nobody")
-    await expect(sales.locator('[data-field="open-for"]')).to_have_text(re.compile(r"^00:\d\d$"))
+    await expect(sales.locator('[data-field="open-for"]')).to_have_text(re.compile(r"^\d\d:\d\d$"))
     await expect(console.page.locator('#rooms tr[data-room="room-2"]')).to_have_count(0)
     await expect(console.page.get_by_role("columnheader", name="Open for")).to_be_visible()
 
@@ -387,7 +403,7 @@ async def test_a_supervisor_opens_a_room_of_their_queue_from_the_lobby_and_whisp
     await expect(console.page.get_by_text("Monitoring: you hear the call.")).to_be_visible()
     await console.page.get_by_label("Open mic").check()
     await console.page.get_by_role("button", name="Whisper", exact=True).click()
-    await expect(badge(agent, "sup-1")).to_be_visible(timeout=1000)
+    await expect(badge(agent, "sup-1")).to_be_visible()
 
     # A second tab on the same link: the lobby now shows who is coaching.
     lobby = PageUnderTest(await console.page.context.new_page())

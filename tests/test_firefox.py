@@ -185,7 +185,7 @@ class Firefox:
             raise BiDiError(result["exceptionDetails"]["text"])
         return result["result"].get("value")
 
-    async def wait_for(self, context: str, expression: str, within: float = 10.0) -> Any:
+    async def wait_for(self, context: str, expression: str, within: float = 15.0) -> Any:
         """The value of ``expression`` once it is truthy."""
         deadline = time.monotonic() + within
         while True:
@@ -365,7 +365,8 @@ async def test_firefox_joins_a_call_from_both_pages_and_the_console_draws_the_lo
 
         console = await firefox.open(f"{base}/console#token={lobby_token}")
         row = "document.querySelector('#rooms tr[data-room=\"room-1\"]')?.textContent"
-        drawn = await firefox.wait_for(console, row)
+        # The lobby follows the feed on its own: wait until it has drawn the agent's join too.
+        drawn = await firefox.wait_for(console, f"({row})?.includes('Alex Agent') && {row}")
         assert "Casey Customer" in drawn
         assert "Alex Agent" in drawn
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import time
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -97,7 +98,9 @@ async def test_every_open_page_sees_a_command_through_the_rooms_stream(
         assert (await coach.next("ack")) == {"type": "ack", "id": "w", "outcome": "accepted"}
         badge = await agent.view_where(lambda v: v["coaches"] and v["coaches"][0]["whispering"])
         assert badge["coaches"][0]["name"] == "Sup-1"
-        seen = await other_coach.view_where(lambda v: v["coaches"][0]["whispering"])
+        seen = await other_coach.view_where(
+            lambda v: v["coaches"] and v["coaches"][0]["whispering"]
+        )
         assert seen["coaches"][0]["subject"] == "sup-1"
 
 
@@ -155,11 +158,16 @@ async def test_a_flood_of_commands_is_rate_limited_and_other_rooms_are_unaffecte
 ) -> None:
     async with page(service, Role.AGENT, sub="agent") as flooder:
         message = json.dumps({"type": "command", "command": {"command": "leave"}})
+        started = time.monotonic()
         await asyncio.gather(*(flooder.socket.send(message) for _ in range(1000)))
-        replies = [json.loads(await flooder.socket.recv()) for _ in range(1000)]
+        async with asyncio.timeout(30):
+            replies = [json.loads(await flooder.socket.recv()) for _ in range(1000)]
+        elapsed = time.monotonic() - started
 
+        # What the bucket lets through: its burst (40) and its rate (20/s) over the flood.
+        let_through = 40 + 20 * elapsed
         assert {r.get("error") for r in replies} == {"rate_limited", "rejected"}
-        assert sum(r.get("error") == "rate_limited" for r in replies) > 900
+        assert sum(r.get("error") == "rate_limited" for r in replies) >= 1000 - let_through
         joined = await service.http.post(
             "/rooms/room-2/commands",
             json={"command": "join"},

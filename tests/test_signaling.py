@@ -493,7 +493,7 @@ async def test_client_that_closes_without_delete_leaves_when_dtls_closes(
 
     await agent.close()  # pc.close(): a DTLS close_notify, but no DELETE
 
-    await left(service, "agent-1", within_s=5)
+    await left(service, "agent-1", within_s=15)
     assert ROOM not in service.media.rooms
 
 
@@ -556,9 +556,7 @@ async def test_session_whose_client_never_connects_expires_and_frees_the_seat(
         offer = await offer_from(peers, "audio")  # its client never applies the answer
 
         answered = await post_offer(service, "whip", offer, token(Role.AGENT))
-        async with asyncio.timeout(10):
-            while service.media.rooms.get(ROOM) is not None:
-                await asyncio.sleep(0.05)
+        await left(service, "agent-1", within_s=10)  # stored, not only dropped by the plane
         second = await post_offer(
             service, "whip", await offer_from(peers, "audio"), token(Role.AGENT, sub="agent-2")
         )

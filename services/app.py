@@ -47,6 +47,7 @@ from services.http import (
 from services.live import Live
 from services.lobby import Lobby, run_lobby
 from services.media import MediaPlane
+from services.room_followers import RoomFollowers
 from services.room_states import RoomStates
 from services.route_log import RouteLog
 from services.settings import Settings
@@ -136,7 +137,8 @@ def create_app(settings: Settings, client: redis.Redis) -> Starlette:
     api = Api(settings, client)
     media = MediaPlane(settings, api.store, client)
     signaling = Signaling(media, api.commands, api.verifier)
-    live = Live(api.store, api.states, api.commands, api.verifier, coach_slots=settings.coach_slots)
+    followers = RoomFollowers(api.store, api.states)
+    live = Live(api.store, followers, api.commands, api.verifier, coach_slots=settings.coach_slots)
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
@@ -150,6 +152,7 @@ def create_app(settings: Settings, client: redis.Redis) -> Starlette:
             yield
         finally:
             await media.close()
+            await followers.close()
             for task in background:
                 task.cancel()
             await asyncio.gather(*background, return_exceptions=True)
@@ -169,6 +172,7 @@ def create_app(settings: Settings, client: redis.Redis) -> Starlette:
     )
     app.state.api = api
     app.state.media = media
+    app.state.followers = followers
     return app
 
 

@@ -38,11 +38,11 @@ from events.keys import check_room_id
 from events.room import Role
 from events.store import EventStore
 from projections.commands import RoomCommand
-from projections.room import Rejection, RoomState, fold
+from projections.room import Rejection
 from projections.views import RoomView, view_for
 from services.auth import AuthError, Claims, TokenVerifier
 from services.commands import Accepted, CommandHandler
-from services.room_states import RoomStates
+from services.room_followers import RoomFollowers
 from services.router import slot_names
 
 log = logging.getLogger(__name__)
@@ -110,7 +110,7 @@ class Live:
     def __init__(
         self,
         store: EventStore,
-        states: RoomStates,
+        followers: RoomFollowers,
         commands: CommandHandler,
         verifier: TokenVerifier,
         *,
@@ -119,7 +119,7 @@ class Live:
         coach_slots: int = 4,
     ) -> None:
         self.store = store
-        self.states = states
+        self.followers = followers
         self.commands = commands
         self.verifier = verifier
         self.commands_per_s = commands_per_s
@@ -173,19 +173,13 @@ class Live:
 
     async def _send_views(self, websocket: WebSocket, room_id: str, claims: Claims) -> None:
         """The role's view now, then again each time an event of the room changes it."""
-        state = await self.states.current(room_id)
-        sent = await self._send_view(websocket, state, claims, None)
-        async for envelope in self.store.follow(room_id, after_version=state.version):
-            state = fold(state, [envelope])
-            sent = await self._send_view(websocket, state, claims, sent)
-
-    async def _send_view(
-        self, websocket: WebSocket, state: RoomState, claims: Claims, sent: RoomView | None
-    ) -> RoomView:
-        view = view_for(state, claims.sub, claims.role, claims.name)
-        if view != sent:
-            await self._send(websocket, ViewMessage(view))
-        return view
+        sent: RoomView | None = None
+        async with contextlib.aclosing(self.followers.watch(room_id)) as states:
+            async for state in states:
+                view = view_for(state, claims.sub, claims.role, claims.name)
+                if view != sent:
+                    await self._send(websocket, ViewMessage(view))
+                    sent = view
 
     async def _serve_commands(self, websocket: WebSocket, room_id: str, claims: Claims) -> None:
         bucket = TokenBucket(self.commands_per_s, self.burst)

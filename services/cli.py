@@ -216,12 +216,12 @@ def main(argv: list[str] | None = None) -> int:
             print(json.dumps(envelope_json_schema(), indent=2))
             return 0
         case "bench" if args.bench_command == "media":
-            from services.bench_media import options_from, run_media_bench
+            from services.bench.media import options_from, run_media_bench
 
             asyncio.run(run_media_bench(options_from(args)))
             return 0
         case "bench":
-            from services.bench_store import run_store_bench
+            from services.bench.store import run_store_bench
 
             return asyncio.run(
                 run_store_bench(args.seconds, args.recovery_events, args.appendfsync)

@@ -11,7 +11,8 @@ import os
 
 import pytest
 
-from services.bench_media import MediaBenchOptions, run_media_bench
+from services.bench.media import run_media_bench
+from services.bench.media_phases import MediaBenchOptions
 
 SMALLEST = dataclasses.replace(
     MediaBenchOptions.quick(),

@@ -424,3 +424,32 @@ async def test_a_supervisor_opens_a_room_of_their_queue_from_the_lobby_and_whisp
     await lobby.page.goto(f"{call.service.http.base_url}/desk#token={lobby.secret}")
     await expect(lobby.page.get_by_role("status")).to_contain_text("Open this page with the link")
     assert_no_token_in_a_url(call)
+
+
+async def test_pages_reconnect_after_losing_redis_and_show_what_happened_meanwhile(
+    call: Call, redis_client: redis.Redis
+) -> None:
+    customer, agent = await start_call(call)
+    killed = 0
+    async with asyncio.timeout(10):
+        while not killed:  # the pages' follower of room-1 and the room actor's
+            killed = await redis_client.client_kill_filter(_type="normal", skipme=True)
+    coach = token(Role.SUPERVISOR, sub="sup-1", name="Sam Super", whisper=True)
+    for command in (
+        {"command": "join"},
+        {"command": "set_coach_mode", "mode": "open_mic"},
+        {"command": "start_whisper"},
+    ):
+        response = await call.service.http.post(
+            "/rooms/room-1/commands", json=command, headers={"Authorization": f"Bearer {coach}"}
+        )
+        assert response.status_code == 201, response.text
+
+    await expect(badge(agent, "sup-1")).to_be_visible()
+    await expect(agent.page.get_by_role("status")).to_have_text("On the call.")
+    await expect(customer.page.get_by_text("You are speaking with Alex Agent")).to_be_visible()
+    for page in (customer, agent):
+        assert "Connection lost: reconnecting…" in await page.dom_history()
+    still = await until(lambda: hears(agent, TONES["cust"]), lambda h: h[500.0] >= HEARD_DB)
+    assert still[TONES["cust"]] >= HEARD_DB  # the call's audio never went through Redis
+    assert_nothing_of_supervisors(customer, await customer.dom_history())

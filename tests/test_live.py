@@ -220,3 +220,46 @@ async def test_hello_tells_a_page_its_receive_slots_and_only_supervisors_when_th
     assert agent["receive_slots"] == ["customer", "coach-1", "coach-2", "coach-3", "coach-4"]
     assert supervisor["receive_slots"] == ["customer", "agent"]
     assert supervisor["opened_at"].startswith("20")
+
+
+async def test_pages_closed_1011_when_their_redis_connection_drops_and_a_new_page_catches_up(
+    service: RunningService, redis_client: redis.Redis
+) -> None:
+    async with (
+        page(service, Role.AGENT, sub="agent") as agent,
+        page(service, Role.SUPERVISOR, sub="sup-1") as coach,
+    ):
+        follower = await blocked_stream_read(redis_client)
+        await redis_client.client_kill_filter(_id=follower)  # the room's one follower
+
+        for dropped in (agent, coach):
+            with pytest.raises(websockets.ConnectionClosed) as closed:
+                async with asyncio.timeout(10):
+                    await dropped.next("view")
+            assert closed.value.rcvd is not None
+            assert (closed.value.rcvd.code, closed.value.rcvd.reason) == (
+                1011,
+                "event store unavailable; reconnect",
+            )
+
+    joined = await service.http.post(
+        "/rooms/room-1/commands",
+        json={"command": "join"},
+        headers={"authorization": f"Bearer {token(Role.SUPERVISOR, sub='sup-1')}"},
+    )
+    assert joined.status_code == 201
+    async with page(service, Role.AGENT, sub="agent") as reconnected:
+        view = reconnected.received[-1]["view"]
+        assert [coach["subject"] for coach in view["coaches"]] == ["sup-1"]
+
+
+async def blocked_stream_read(client: redis.Redis) -> str:
+    """The id of the one connection waiting in a blocking XREAD (a room's follower)."""
+    async with asyncio.timeout(5):
+        while True:
+            clients = await client.client_list()
+            blocked = [c["id"] for c in clients if c["cmd"] == "xread" and "b" in c["flags"]]
+            if len(blocked) == 1:
+                return blocked[0]
+            assert len(blocked) < 2, clients
+            await asyncio.sleep(0.02)

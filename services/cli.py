@@ -7,6 +7,7 @@
     earpiece schema                         the JSON Schema of stored envelopes
     earpiece bench store                    event store benchmark (docs/BENCHMARKS.md)
     earpiece bench media [--quick]          media plane against aiortc's MediaRelay, on loopback
+    earpiece bench pages [--pages 10,100]   open pages of a room: one shared follower vs one each
 
 Settings come from the environment (README, "Configuration"), read here and nowhere else.
 """
@@ -176,6 +177,11 @@ def parser() -> argparse.ArgumentParser:
     media_bench.add_argument("--degraded-ms", type=float, help="p99 rise that stops (20)")
     media_bench.add_argument("--soak-seconds", type=float, help="memory soak duration (60)")
     media_bench.add_argument("--soak-rooms", type=int, help="rooms alive at once in the soak (3)")
+    pages_bench = bench_commands.add_parser("pages", help="open pages: shared vs own follower")
+    pages_bench.add_argument(
+        "--pages", default="10,100,500", help="page counts to run, comma-separated"
+    )
+    pages_bench.add_argument("--events", type=int, default=200, help="events per run")
     return top
 
 
@@ -220,6 +226,11 @@ def main(argv: list[str] | None = None) -> int:
 
             asyncio.run(run_media_bench(options_from(args)))
             return 0
+        case "bench" if args.bench_command == "pages":
+            from services.bench.pages import run_pages_bench
+
+            page_counts = [int(n) for n in args.pages.split(",") if n.strip()]
+            return asyncio.run(run_pages_bench(page_counts, args.events))
         case "bench":
             from services.bench.store import run_store_bench
 

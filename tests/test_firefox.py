@@ -7,8 +7,10 @@ this module talks to it over a WebSocket with the ``websockets`` the service alr
 One Firefox, on a profile of its own with a fake microphone and loopback ICE, opens the
 customer's call and the agent's desk, joins both and checks that each page's live view arrived
 and that each page's WebRTC receive path gets audio packets; then a supervisor's console with
-a ``*`` token draws the lobby. Every page records its JavaScript errors and console errors,
-and none may have any.
+a ``*`` token draws the lobby, opens the room, monitors, whispers open-mic and with the
+spacebar held, and sends a cue the agent acknowledges. The agent's desk shows the coach while
+audible and gets a second audio stream; the customer's gets none and never names the coach.
+Every page records its JavaScript errors and console errors, and none may have any.
 """
 
 from __future__ import annotations
@@ -93,13 +95,15 @@ PROBE = """() => {
       for (const pc of connections) {
         if (!pc.getTransceivers().some((t) => t.direction === "recvonly")) continue;
         let packets = 0;
+        let streams = 0;  // inbound audio streams that got packets: one per routed speaker
         for (const report of (await pc.getStats()).values()) {
           if (report.type === "inbound-rtp" && report.kind === "audio") {
             packets += report.packetsReceived;
+            streams += report.packetsReceived > 0 ? 1 : 0;
           }
         }
         out.push({
-          state: pc.connectionState, packets,
+          state: pc.connectionState, packets, streams,
           local: candidates(pc.localDescription?.sdp),
           remote: candidates(pc.remoteDescription?.sdp),
         });
@@ -218,6 +222,25 @@ class Firefox:
             actions=[{"type": "pointer", "id": "mouse", "actions": clicks}],
         )
 
+    async def keys(self, context: str, *actions: tuple[str, str]) -> None:
+        """Key actions, e.g. ``("keyDown", " ")``, into the focused element of ``context``."""
+        await self.send(
+            "input.performActions",
+            context=context,
+            actions=[
+                {
+                    "type": "key",
+                    "id": "keyboard",
+                    "actions": [{"type": kind, "value": key} for kind, key in actions],
+                }
+            ],
+        )
+
+    async def type(self, context: str, css: str, text: str) -> None:
+        """Click into the field, then type ``text`` key by key."""
+        await self.click(context, css)
+        await self.keys(context, *((kind, c) for c in text for kind in ("keyDown", "keyUp")))
+
     def page_errors(self) -> list[str]:
         """The errors that pages logged, as Firefox reports them."""
         return [
@@ -323,6 +346,21 @@ async def service(
         yield running
 
 
+COACH_STATE_IS = "document.querySelector('#me').textContent === {!r}"
+BADGE_ACTIVE = "document.querySelector('.badge[data-coach=\"sup-1\"] .whisper-active') !== null"
+
+
+async def streams_with_audio(firefox: Firefox, page: str, expected: int) -> int:
+    """How many inbound audio streams of the page got packets, once ``expected`` do (or 10 s)."""
+    deadline = time.monotonic() + 10
+    while True:
+        received: list[Any] = json.loads(await firefox.evaluate(page, "__probe.received()"))
+        streams = max((r["streams"] for r in received), default=0)
+        if streams >= expected or time.monotonic() > deadline:
+            return int(streams)
+        await asyncio.sleep(0.2)
+
+
 async def receives_audio(firefox: Firefox, page: str, within: float = 10.0) -> list[Any]:
     """The page's receiving peer connections, once one of them got audio packets."""
     deadline = time.monotonic() + within
@@ -333,7 +371,7 @@ async def receives_audio(firefox: Firefox, page: str, within: float = 10.0) -> l
         await asyncio.sleep(0.2)
 
 
-async def test_firefox_joins_a_call_from_both_pages_and_the_console_draws_the_lobby(
+async def test_firefox_joins_a_call_and_a_supervisor_coaches_in_it_from_the_lobby(
     service: RunningService, tmp_path: Path
 ) -> None:
     base = str(service.http.base_url).rstrip("/")
@@ -369,6 +407,43 @@ async def test_firefox_joins_a_call_from_both_pages_and_the_console_draws_the_lo
         drawn = await firefox.wait_for(console, f"({row})?.includes('Alex Agent') && {row}")
         assert "Casey Customer" in drawn
         assert "Alex Agent" in drawn
+
+        # The supervisor opens the room, monitors, and whispers in one click, open-mic.
+        await firefox.click(console, '#rooms tr[data-room="room-1"] button')
+        await firefox.wait_for(console, "!document.querySelector('#monitor').disabled")
+        await firefox.click(console, "#monitor")
+        await firefox.wait_for(console, COACH_STATE_IS.format("Monitoring: you hear the call."))
+        assert await streams_with_audio(firefox, console, 2) == 2  # the customer and the agent
+        assert await streams_with_audio(firefox, agent, 1) == 1  # the customer only
+        await firefox.click(console, 'input[value="open_mic"]')
+        await firefox.click(console, "#whisper")
+        await firefox.wait_for(agent, BADGE_ACTIVE)
+        assert await streams_with_audio(firefox, agent, 2) == 2  # the customer and the coach
+        assert await streams_with_audio(firefox, customer, 1) == 1  # the agent, and no coach
+
+        # Push-to-talk with the spacebar: the coach is audible only while it is held.
+        await firefox.click(console, 'input[value="push_to_talk"]')
+        await firefox.wait_for(agent, f"!({BADGE_ACTIVE})")
+        await firefox.click(console, "#whisper-title")  # focus off the radio, out of any field
+        await firefox.keys(console, ("keyDown", " "))
+        await firefox.wait_for(agent, BADGE_ACTIVE)
+        await firefox.keys(console, ("keyUp", " "))
+        await firefox.wait_for(agent, f"!({BADGE_ACTIVE})")
+
+        # A cue typed on the console reaches the agent's panel; the acknowledgment returns.
+        await firefox.type(console, "#cue-text", "Offer the loyalty discount.")
+        await firefox.click(console, '#cue-form button[type="submit"]')
+        cue = "document.querySelector('.cue:not(.done) .cue-text')?.textContent"
+        assert await firefox.wait_for(agent, cue) == "Offer the loyalty discount."
+        await firefox.click(agent, ".cue:not(.done) button")
+        acknowledged = "document.querySelector('.cue.done')?.textContent"
+        assert "Acknowledged by the agent" in await firefox.wait_for(console, acknowledged)
+
+        # The customer's page heard from the server and never named a supervisor.
+        text = await firefox.evaluate(customer, "document.documentElement.outerHTML")
+        assert "Alex Agent" in text
+        assert "Sam Super" not in text
+        assert "sup-1" not in text
 
         for page in (customer, agent, console):
             errors = await firefox.evaluate(page, "JSON.stringify(__probe.errors)")

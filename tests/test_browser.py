@@ -214,9 +214,15 @@ async def test_one_click_whispers_to_the_agent_within_a_second_and_never_to_the_
     assert customer_hears[TONES["agent"]] >= HEARD_DB, customer_hears
     assert customer_hears[TONES["sup-1"]] < SILENT_DB, customer_hears
     await expect(agent.page.locator('.badge[data-coach="sup-1"]')).to_contain_text("Sam Super")
+    # Screen readers hear the change once, in words; the redrawn badges are not a live region.
+    announcer = agent.page.locator("#announcer")
+    await expect(announcer).to_have_text("Sam Super is whispering to you.")
+    live = await agent.page.eval_on_selector_all("[aria-live]", "nodes => nodes.map(n => n.id)")
+    assert live == ["status", "announcer"]
 
     await console.page.get_by_role("button", name="Stop whisper").click()  # and back
     await expect(badge(agent, "sup-1")).to_be_hidden()
+    await expect(announcer).to_have_text("Sam Super stopped whispering.")
     await expect(console.page.get_by_text("Monitoring: you hear the call.")).to_be_visible()
     silent = await until(
         lambda: hears(agent, TONES["sup-1"]), lambda h: h[TONES["sup-1"]] < SILENT_DB
@@ -299,6 +305,9 @@ async def test_two_supervisors_coach_at_once_and_a_cue_comes_back_acknowledged(
     await sam.page.get_by_role("button", name="Send cue").click()
     cue = agent.page.locator(".cue", has_text="Offer the loyalty discount now.")
     await expect(cue).to_contain_text("from Sam Super")
+    await expect(agent.page.locator("#announcer")).to_have_text(
+        "Cue from Sam Super: Offer the loyalty discount now."
+    )
     await cue.get_by_role("button", name="Acknowledge").click()
     for console in (sam, robin):
         await expect(console.page.locator(".cue.done")).to_contain_text("Acknowledged by the agent")

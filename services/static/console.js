@@ -10,7 +10,7 @@ import { LiveChannel } from "./live.js";
 import { Leg } from "./leg.js";
 import { startLobby } from "./lobby.js";
 import { LevelMeter } from "./meter.js";
-import { $, alertUser, duration, el, needLink, setStatus, show } from "./ui.js";
+import { $, alertUser, duration, el, needLink, setStatus, setText, show } from "./ui.js";
 
 const credentials = takeCredentials({ anyRoom: true });
 if (!credentials) needLink("supervisor", "#token=… or #room=…&token=…");
@@ -122,11 +122,12 @@ function start(credentials) {
       talk.setAttribute("aria-pressed", String(coach.talking));
       talk.textContent = coach.talking ? "Talking…" : "Hold to talk";
       talk.classList.toggle("on", coach.talking);
-      $("#me").textContent = coach.audible
+      const me = coach.audible
         ? "The agent hears you."
         : coach.whispering
           ? ptt ? "Whisper on: hold to talk." : "Whisper on, muted."
           : coach.monitoring ? "Monitoring: you hear the call." : "Not monitoring.";
+      setText($("#me"), me);
       document.body.classList.toggle("audible", coach.audible);
     }
     $("#cues").replaceChildren(...[...view.cues].reverse().map(cueItem));

@@ -1,7 +1,7 @@
 // The agent's cue panel: floating on the page, or in a Document Picture-in-Picture window that
 // stays on top of other applications where the browser has the API (Chromium 116+).
 
-import { $, el, show } from "./ui.js";
+import { $, announce, el, show } from "./ui.js";
 
 export class CuePanel {
   constructor(panel, onAcknowledge) {
@@ -69,9 +69,12 @@ export class CuePanel {
     const waiting = cues.filter((cue) => !cue.acknowledged).length;
     $("#cue-count", this.panel).textContent = waiting ? `(${waiting} new)` : "";
     show($("#no-cues", this.panel), cues.length === 0);
-    const fresh = cues.some((cue) => !this.shown.has(cue.cue_id) && !cue.acknowledged);
+    const fresh = cues.filter((cue) => !this.shown.has(cue.cue_id) && !cue.acknowledged);
     for (const cue of cues) this.shown.add(cue.cue_id);
-    if (fresh) this.panel.classList.add("attention");
+    if (fresh.length) {
+      this.panel.classList.add("attention");
+      announce(fresh.map((cue) => `Cue from ${cue.coach_name}: ${cue.text}`).join(" "));
+    }
     else if (!waiting) this.panel.classList.remove("attention");
   }
 }

@@ -6,7 +6,7 @@ import { takeCredentials } from "./link.js";
 import { LiveChannel } from "./live.js";
 import { Leg } from "./leg.js";
 import { runCall } from "./callpage.js";
-import { $, el, needLink, setStatus, show } from "./ui.js";
+import { $, announce, el, needLink, setStatus, show } from "./ui.js";
 
 const credentials = takeCredentials();
 if (!credentials) needLink("agent");
@@ -42,12 +42,23 @@ function badge(coach, channel) {
   return item;
 }
 
+// What changed in who the agent hears, in words: the badges redraw on every view, silently.
+function whisperNews(before, coaches) {
+  const now = new Map(coaches.filter((c) => c.audible).map((c) => [c.subject, c.name]));
+  const news = [
+    ...[...now].filter(([subject]) => !before.has(subject)).map(([, name]) => `${name} is whispering to you.`),
+    ...[...before].filter(([subject]) => !now.has(subject)).map(([, name]) => `${name} stopped whispering.`),
+  ];
+  return { now, news };
+}
+
 function start(credentials) {
   const channel = new LiveChannel(credentials.room, credentials.token);
   const cues = new CuePanel($("#cue-panel"), (cueId) =>
     channel.command({ command: "acknowledge_cue", cue_id: cueId }),
   );
   $("#room").textContent = `Room ${credentials.room}`;
+  let audible = new Map(); // subject → name of each coach the agent hears now
   runCall(channel, new Leg(credentials), (view, joined) => {
     const customer = view.customer;
     show($("#customer"), Boolean(customer));
@@ -59,6 +70,9 @@ function start(credentials) {
     $("#coaches").replaceChildren(...view.coaches.map((coach) => badge(coach, channel)));
     show($("#no-coaches"), view.coaches.length === 0);
     document.body.classList.toggle("whispering", view.coaches.some((coach) => coach.audible));
+    const { now, news } = whisperNews(audible, view.coaches);
+    if (news.length) announce(news.join(" "));
+    audible = now;
     cues.draw(view.cues);
   });
 }

@@ -18,8 +18,21 @@ export function show(node, visible) {
   node.hidden = !visible;
 }
 
+// A live region is read aloud on every change, even to the same words: write new text only.
+export function setText(node, text) {
+  if (node.textContent !== text) node.textContent = text;
+}
+
 export function setStatus(text) {
-  $("#status").textContent = text;
+  setText($("#status"), text);
+}
+
+// One sentence for screen readers, in the page's visually hidden #announcer. Emptied first,
+// so that the same sentence twice (a coach whispering again) is read twice.
+export function announce(text) {
+  const region = $("#announcer");
+  region.textContent = "";
+  setTimeout(() => (region.textContent = text), 100);
 }
 
 let alertTimer;

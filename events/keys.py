@@ -12,6 +12,7 @@ can write the room's stream, its idempotency record and the feed together::
     earpiece:{p3}:feed                   every event of the partition's rooms, in commit order
     earpiece:{p3}:quarantine             feed entries that could not be read
     earpiece:{p3}:lobby                  the partition's live rooms, for supervisors' lobbies
+    earpiece:{p3}:lobby-changes          (Pub/Sub channel) the queue of each changed lobby entry
 
 With one partition (the embedded default) the feed is a single gapless, commit-ordered log of
 every room; with ``P`` partitions order and atomicity hold within a partition only.
@@ -67,6 +68,10 @@ class KeySpace:
 
     def lobby(self, partition: int) -> str:
         return f"{self._tag(partition)}:lobby"
+
+    def lobby_changes(self, partition: int) -> str:
+        """The Pub/Sub channel announcing the queue of each changed lobby entry."""
+        return f"{self._tag(partition)}:lobby-changes"
 
     def quarantine(self, partition: int) -> str:
         return f"{self._tag(partition)}:quarantine"

@@ -45,7 +45,7 @@ from services.http import (
     store_unavailable,
 )
 from services.live import Live
-from services.lobby import Lobby, run_lobby
+from services.lobby import Lobby, LobbyWatchers, run_lobby
 from services.media import MediaPlane
 from services.room_followers import RoomFollowers
 from services.room_states import RoomStates
@@ -139,6 +139,7 @@ def create_app(settings: Settings, client: redis.Redis) -> Starlette:
     signaling = Signaling(media, api.commands, api.verifier)
     followers = RoomFollowers(api.store, api.states)
     live = Live(api.store, followers, api.commands, api.verifier, coach_slots=settings.coach_slots)
+    lobby_watchers = LobbyWatchers(api.lobby, api.verifier)
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
@@ -146,6 +147,7 @@ def create_app(settings: Settings, client: redis.Redis) -> Starlette:
         background = [
             asyncio.create_task(run_audit_projection(client, api.store, consumer=consumer)),
             asyncio.create_task(run_lobby(client, api.lobby, consumer=consumer)),
+            asyncio.create_task(lobby_watchers.run()),
             asyncio.create_task(trim_feeds(client, api.store.keys, settings.feed_retention_s)),
         ]
         try:
@@ -165,6 +167,7 @@ def create_app(settings: Settings, client: redis.Redis) -> Starlette:
             Route("/rooms/{room_id}/audit", api.get_audit),
             *signaling.routes(),
             WebSocketRoute("/rooms/{room_id}/live", live.endpoint),
+            WebSocketRoute("/lobby/live", lobby_watchers.endpoint),
             *pages.routes(),
         ],
         exception_handlers={HTTPException: http_error, StoreUnavailable: store_unavailable},

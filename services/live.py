@@ -29,6 +29,7 @@ import contextlib
 import datetime as dt
 import logging
 import time
+from collections.abc import Awaitable, Callable
 
 import msgspec
 from starlette.websockets import WebSocket, WebSocketDisconnect
@@ -106,6 +107,31 @@ class TokenBucket:
         return True
 
 
+async def authenticate_socket(
+    websocket: WebSocket, verify: Callable[[str], Awaitable[Claims]]
+) -> Claims | None:
+    """The claims of the token in the socket's first message, or None once it is closed.
+
+    ``verify`` checks the token for what the socket is for (raising AuthError); a refusal
+    closes the socket with 4401, or 4403 for a good token that does not give access.
+    """
+    try:
+        first = await asyncio.wait_for(websocket.receive_text(), AUTH_TIMEOUT_S)
+        return await verify(_auth_decoder.decode(first).token)
+    except (TimeoutError, msgspec.DecodeError):
+        await websocket.close(UNAUTHORIZED, 'send {"type": "auth", "token": "<jwt>"} first')
+    except AuthError as exc:
+        code = FORBIDDEN if exc.status == 403 else UNAUTHORIZED
+        await websocket.close(code, exc.reason[:120])  # a close reason holds 123 bytes
+    except WebSocketDisconnect:
+        pass
+    return None
+
+
+async def send_message(websocket: WebSocket, message: msgspec.Struct) -> None:
+    await websocket.send_text(_encoder.encode(message).decode())
+
+
 class Live:
     def __init__(
         self,
@@ -133,11 +159,13 @@ class Live:
         except InvalidRoomId as exc:
             await websocket.close(BAD_ROOM, str(exc)[:120])
             return
-        claims = await self._authenticate(websocket, room_id)
+        claims = await authenticate_socket(
+            websocket, lambda token: self.verifier.verify_async(token, room_id)
+        )
         if claims is None:
             return
         try:
-            await self._send(websocket, await self._hello(room_id, claims))
+            await send_message(websocket, await self._hello(room_id, claims))
             async with asyncio.TaskGroup() as group:
                 views = group.create_task(self._send_views(websocket, room_id, claims))
                 await self._serve_commands(websocket, room_id, claims)
@@ -148,21 +176,6 @@ class Live:
             log.warning("live %s: %s", room_id, failures.exceptions[0])
             with contextlib.suppress(RuntimeError):  # already closed by the page
                 await websocket.close(TRY_AGAIN_LATER, "event store unavailable; reconnect")
-
-    async def _authenticate(self, websocket: WebSocket, room_id: str) -> Claims | None:
-        try:
-            first = await asyncio.wait_for(websocket.receive_text(), AUTH_TIMEOUT_S)
-            token = _auth_decoder.decode(first).token
-            return await self.verifier.verify_async(token, room_id)
-        except (TimeoutError, msgspec.DecodeError):
-            reason = 'send {"type": "auth", "token": "<jwt>"} first'
-            await websocket.close(UNAUTHORIZED, reason)
-        except AuthError as exc:
-            code = FORBIDDEN if exc.status == 403 else UNAUTHORIZED
-            await websocket.close(code, exc.reason[:120])  # a close reason holds 123 bytes
-        except WebSocketDisconnect:
-            pass
-        return None
 
     async def _hello(self, room_id: str, claims: Claims) -> Hello:
         slots = slot_names(claims.role, self.coach_slots)
@@ -178,7 +191,7 @@ class Live:
             async for state in states:
                 view = view_for(state, claims.sub, claims.role, claims.name)
                 if view != sent:
-                    await self._send(websocket, ViewMessage(view))
+                    await send_message(websocket, ViewMessage(view))
                     sent = view
 
     async def _serve_commands(self, websocket: WebSocket, room_id: str, claims: Claims) -> None:
@@ -187,12 +200,12 @@ class Live:
         async for text in websocket.iter_text():
             if not bucket.take():
                 detail = f"over {self.commands_per_s:g} messages a second; slow down"
-                await self._send(websocket, Error(error="rate_limited", detail=detail))
+                await send_message(websocket, Error(error="rate_limited", detail=detail))
                 continue
             try:
                 message = _command_decoder.decode(text)
             except msgspec.DecodeError as exc:
-                await self._send(websocket, Error(error="invalid_message", detail=str(exc)))
+                await send_message(websocket, Error(error="invalid_message", detail=str(exc)))
                 continue
             outcome = await self.commands.handle(room_id, message.command, actor)
             if isinstance(outcome, Rejection):
@@ -200,8 +213,4 @@ class Live:
             else:
                 accepted = isinstance(outcome, Accepted)
                 reply = Ack(id=message.id, outcome="accepted" if accepted else "unchanged")
-            await self._send(websocket, reply)
-
-    @staticmethod
-    async def _send(websocket: WebSocket, message: Hello | ViewMessage | Ack | Error) -> None:
-        await websocket.send_text(_encoder.encode(message).decode())
+            await send_message(websocket, reply)

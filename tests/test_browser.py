@@ -426,6 +426,17 @@ async def test_a_supervisor_opens_a_room_of_their_queue_from_the_lobby_and_whisp
     await lobby.page.screenshot(
         path=SCREENSHOTS / "lobby.png", clip={"x": 0, "y": 0, "width": 1180, "height": 320}
     )
+    # A new call in the queue is pushed to the open lobby, well before its 15 s re-read.
+    new_call = token(Role.CUSTOMER, room="room-3", sub="cust-3", name="Lee", queue="sales")
+    joined = await call.service.http.post(
+        "/rooms/room-3/commands",
+        json={"command": "join"},
+        headers={"Authorization": f"Bearer {new_call}"},
+    )
+    assert joined.status_code == 201, joined.text
+    await expect(lobby.page.locator('#rooms tr[data-room="room-3"]')).to_contain_text(
+        "Lee", timeout=5_000
+    )
 
     await console.page.get_by_role("link", name="Back to rooms").click()
     await expect(console.page.locator('#rooms tr[data-room="room-1"]')).to_be_visible()

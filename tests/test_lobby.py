@@ -3,13 +3,17 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import json
 from collections.abc import AsyncIterator
 from typing import Any
 
 import httpx
 import pytest
 import redis.asyncio as redis
+import websockets
 from support import SECRET, running_service, token
+from websockets.asyncio.client import ClientConnection
 
 from events.room import Role
 from services.auth import AuthError, TokenVerifier
@@ -26,6 +30,27 @@ async def service(
 ) -> AsyncIterator[httpx.AsyncClient]:
     async with running_service(redis_server.url, redis_client) as running:
         yield running.http
+
+
+@contextlib.asynccontextmanager
+async def lobby_socket(http: httpx.AsyncClient, bearer: str) -> AsyncIterator[ClientConnection]:
+    url = str(http.base_url).replace("http", "ws", 1) + "/lobby/live"
+    async with websockets.connect(url) as socket:
+        await socket.send(json.dumps({"type": "auth", "token": bearer}))
+        yield socket
+
+
+async def pushed_where(socket: ClientConnection, condition: Any) -> list[Any]:
+    """The rooms of the first lobby message for which ``condition`` holds.
+
+    Within 5 s: well before a socket's periodic read (15 s), so only a push can meet it.
+    """
+    async with asyncio.timeout(5):
+        while True:
+            message = json.loads(await socket.recv())
+            assert message["type"] == "lobby", message
+            if condition(message["rooms"]):
+                return list(message["rooms"])
 
 
 async def send(http: httpx.AsyncClient, room: str, bearer: str, command: str) -> httpx.Response:
@@ -113,6 +138,69 @@ async def test_lobby_is_for_supervisors_only(
     response = await service.get("/lobby", headers={"authorization": f"Bearer {bearer}"})
 
     assert response.status_code == status
+
+
+async def test_the_lobby_socket_pushes_each_change_to_the_tokens_queues(
+    service: httpx.AsyncClient,
+) -> None:
+    async with lobby_socket(service, SALES_COACH) as sales:
+        assert await pushed_where(sales, lambda rooms: True) == []
+
+        await open_call(service, "r-support", "support")
+        await open_call(service, "r-sales", "sales")
+        [room] = await pushed_where(sales, lambda rooms: rooms and rooms[0]["agent"])
+        assert (room["room_id"], room["customer"], room["agent"]) == (
+            "r-sales",
+            "Cust-R-Sales",
+            "Agent-R-Sales",
+        )
+
+        assert (await send(service, "r-sales", SALES_COACH, "join")).status_code == 201
+        assert (await send(service, "r-sales", SALES_COACH, "start_whisper")).status_code == 201
+        [room] = await pushed_where(sales, lambda rooms: rooms[0]["coaching"])
+        assert room["coaching"] == ["Sup-1"]
+
+        agent = token(Role.AGENT, room="r-sales", sub="agent-r-sales", queue="sales")
+        assert (await send(service, "r-sales", agent, "close_room")).status_code == 201
+        assert await pushed_where(sales, lambda rooms: rooms == []) == []
+
+
+@pytest.mark.parametrize(
+    ("bearer", "code"),
+    [
+        (token(Role.AGENT, room="r-sales", queue="sales"), 4403),
+        (token(Role.CUSTOMER, room="*", queues=["sales"]), 4401),
+        ("not-a-token", 4401),
+    ],
+    ids=["agent", "customer-any-room", "garbage"],
+)
+async def test_the_lobby_socket_is_for_supervisors_only(
+    service: httpx.AsyncClient, bearer: str, code: int
+) -> None:
+    async with lobby_socket(service, bearer) as socket:
+        with pytest.raises(websockets.ConnectionClosed) as closed:
+            await asyncio.wait_for(socket.recv(), 10)
+
+    assert closed.value.rcvd is not None
+    assert closed.value.rcvd.code == code
+
+
+async def test_the_lobby_socket_answers_a_stray_message_and_stays_open(
+    service: httpx.AsyncClient,
+) -> None:
+    async with lobby_socket(service, SALES_COACH) as sales:
+        await pushed_where(sales, lambda rooms: True)
+        await sales.send('{"type": "command"}')
+        error = json.loads(await asyncio.wait_for(sales.recv(), 5))
+        await open_call(service, "r-sales", "sales")
+
+        assert error == {
+            "type": "error",
+            "error": "invalid_message",
+            "detail": "the lobby takes no messages after auth",
+            "id": "",
+        }
+        assert await pushed_where(sales, lambda rooms: rooms and rooms[0]["agent"])
 
 
 async def queue_of(room_id: str) -> str:

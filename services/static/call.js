@@ -2,7 +2,7 @@
 // which names only the customer and the agent.
 
 import { takeCredentials } from "./link.js";
-import { LiveChannel } from "./live.js";
+import { LiveChannel, roomPath } from "./live.js";
 import { Leg } from "./leg.js";
 import { runCall } from "./callpage.js";
 import { $, needLink, setStatus, show } from "./ui.js";
@@ -12,7 +12,7 @@ if (!credentials) needLink("call");
 else start(credentials);
 
 function start(credentials) {
-  const channel = new LiveChannel(credentials.room, credentials.token);
+  const channel = new LiveChannel(roomPath(credentials.room), credentials.token);
   runCall(channel, new Leg(credentials), (view, joined) => {
     const agent = view.agent;
     show($("#agent"), Boolean(agent));

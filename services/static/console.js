@@ -6,7 +6,7 @@
 // first (lobby.js); its room console then links back to it.
 
 import { ANY_ROOM, keepCredentials, peekClaims, takeCredentials } from "./link.js";
-import { LiveChannel } from "./live.js";
+import { LiveChannel, roomPath } from "./live.js";
 import { Leg } from "./leg.js";
 import { startLobby } from "./lobby.js";
 import { LevelMeter } from "./meter.js";
@@ -58,7 +58,7 @@ function isTextField(target) {
 }
 
 function start(credentials) {
-  const channel = new LiveChannel(credentials.room, credentials.token);
+  const channel = new LiveChannel(roomPath(credentials.room), credentials.token);
   const leg = new Leg(credentials);
   const meters = { customer: new LevelMeter($("#meter-customer")), agent: new LevelMeter($("#meter-agent")) };
   let view = null;

@@ -3,7 +3,7 @@
 
 import { CuePanel } from "./cues.js";
 import { takeCredentials } from "./link.js";
-import { LiveChannel } from "./live.js";
+import { LiveChannel, roomPath } from "./live.js";
 import { Leg } from "./leg.js";
 import { runCall } from "./callpage.js";
 import { $, announce, el, needLink, setStatus, show } from "./ui.js";
@@ -53,7 +53,7 @@ function whisperNews(before, coaches) {
 }
 
 function start(credentials) {
-  const channel = new LiveChannel(credentials.room, credentials.token);
+  const channel = new LiveChannel(roomPath(credentials.room), credentials.token);
   const cues = new CuePanel($("#cue-panel"), (cueId) =>
     channel.command({ command: "acknowledge_cue", cue_id: cueId }),
   );

@@ -1,6 +1,8 @@
-// The live channel: one WebSocket per page at /rooms/{room}/live. The token goes in the first
-// message, never in the URL. Everything a page shows comes from the `view` messages; an `ack`
-// only says a command was taken, an `error` says why not.
+// The live channel: one WebSocket per page, at /rooms/{room}/live (roomPath) or /lobby/live.
+// The token goes in the first message, never in the URL. Everything a page shows comes from
+// the server's `view` (or `lobby`) messages; an `ack` only says a command was taken, an
+// `error` says why not. A socket that drops is opened again, backing off up to 10 s, unless its
+// close code says that retrying cannot help.
 
 const FATAL = new Map([
   [4400, "This link names a room that cannot exist."],
@@ -9,11 +11,15 @@ const FATAL = new Map([
   [1009, "A message was too large for the server."],
 ]);
 
+export const roomPath = (room) => `/rooms/${encodeURIComponent(room)}/live`;
+
 export class LiveChannel extends EventTarget {
-  constructor(room, token) {
+  // `fatal`: what to say for close codes of this socket, over the defaults above.
+  constructor(path, token, fatal = {}) {
     super();
-    this.room = room;
+    this.path = path;
     this.token = token;
+    this.fatal = new Map([...FATAL, ...Object.entries(fatal).map(([code, text]) => [Number(code), text])]);
     this.socket = null;
     this.sent = 0;
     this.retryMs = 500;
@@ -22,7 +28,7 @@ export class LiveChannel extends EventTarget {
 
   connect() {
     const scheme = location.protocol === "https:" ? "wss" : "ws";
-    const url = `${scheme}://${location.host}/rooms/${encodeURIComponent(this.room)}/live`;
+    const url = `${scheme}://${location.host}${this.path}`;
     const socket = (this.socket = new WebSocket(url));
     socket.addEventListener("open", () => {
       socket.send(JSON.stringify({ type: "auth", token: this.token }));
@@ -34,12 +40,12 @@ export class LiveChannel extends EventTarget {
       } catch {
         return;
       }
-      if (message.type === "view") this.retryMs = 500;
+      this.retryMs = 500; // the server answered: connected again
       this.dispatchEvent(new CustomEvent(message.type, { detail: message }));
     });
     socket.addEventListener("close", (event) => {
       if (this.socket !== socket || this.stopped) return;
-      const fatal = FATAL.get(event.code);
+      const fatal = this.fatal.get(event.code);
       if (fatal) {
         this.dispatchEvent(new CustomEvent("fatal", { detail: fatal }));
         return;

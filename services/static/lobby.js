@@ -1,19 +1,11 @@
 // The console's lobby, for a supervisor's `*` token: the live rooms of the queues it allows,
-// each with its customer, agent, how long it has been open and who is coaching. "Open" takes
-// this tab into that room's console with the same token (kept in sessionStorage, never in a
-// URL the server sees).
+// each with its customer, agent, how long it has been open and who is coaching, pushed by the
+// server over /lobby/live whenever it changes. "Open" takes this tab into that room's console
+// with the same token (kept in sessionStorage, never in a URL the server sees).
 
 import { keepCredentials, peekClaims } from "./link.js";
-import { $, duration, el, setStatus, show } from "./ui.js";
-
-// The list is polled: GET /lobby every 2 s. A push feed of the rooms can replace this later;
-// the page would only change where it fetches.
-const POLL_MS = 2000;
-
-const MESSAGES = {
-  401: "Your access link is not valid (or has expired). Ask for a new one.",
-  403: "Your access link does not open the room list.",
-};
+import { LiveChannel } from "./live.js";
+import { $, duration, el, setStatus, setText, show } from "./ui.js";
 
 function coachesText(room) {
   if (room.coaches.length === 0) return "nobody";
@@ -23,8 +15,8 @@ function coachesText(room) {
     .join(", ");
 }
 
-// One row per room, kept across polls (keyed by room id) so that the keyboard focus on an
-// "Open" button survives a refresh.
+// One row per room, kept across updates (keyed by room id) so that the keyboard focus on an
+// "Open" button survives them.
 function roomRow(room, open) {
   const button = el("button", { type: "button", class: "primary", text: "Open" });
   button.setAttribute("aria-label", `Open room ${room.room_id}`);
@@ -42,16 +34,13 @@ function roomRow(room, open) {
   );
 }
 
-function setText(node, text) {
-  if (node.textContent !== text) node.textContent = text;
-}
-
 export function startLobby(credentials) {
   const claims = peekClaims(credentials.token);
   const rows = new Map(); // room id -> { row, openedAt }
   const body = $("#rooms");
-  let stopped = false;
-  let failures = 0;
+  const channel = new LiveChannel("/lobby/live", credentials.token, {
+    4403: "Your access link does not open the room list.",
+  });
 
   show($("#lobby"), true);
   show($("#room-console"), false);
@@ -62,7 +51,7 @@ export function startLobby(credentials) {
     : "Your link names no queue.";
 
   const open = (roomId) => {
-    stopped = true;
+    channel.close();
     keepCredentials({ room: roomId, token: credentials.token });
     location.replace("/console"); // one console entry in the history: Back leaves the console
   };
@@ -107,31 +96,9 @@ export function startLobby(credentials) {
     setStatus(claims.name ? `Signed in as ${claims.name}: ${count}.` : `${count}.`);
   };
 
-  const poll = async () => {
-    if (stopped) return;
-    try {
-      const response = await fetch("/lobby", {
-        headers: { Authorization: `Bearer ${credentials.token}` },
-        cache: "no-store",
-      });
-      if (response.status === 401 || response.status === 403) {
-        const problem = await response.json().catch(() => ({}));
-        stopped = true;
-        setStatus(MESSAGES[response.status]);
-        if (problem.detail) $("#alert").textContent = problem.detail;
-        return;
-      }
-      if (!response.ok) throw new Error(`HTTP ${response.status}`);
-      draw((await response.json()).rooms);
-      failures = 0;
-    } catch {
-      failures += 1;
-      setStatus("Connection lost: trying again…");
-    }
-    // Backs off while the server is unreachable, up to 10 s.
-    if (!stopped) setTimeout(poll, Math.min(POLL_MS * 2 ** failures, 10_000));
-  };
-
+  channel.addEventListener("lobby", (event) => draw(event.detail.rooms));
+  channel.addEventListener("offline", () => setStatus("Connection lost: reconnecting…"));
+  channel.addEventListener("fatal", (event) => setStatus(event.detail));
   setInterval(tick, 1000);
-  poll();
+  channel.connect();
 }

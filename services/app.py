@@ -175,7 +175,6 @@ def create_app(settings: Settings, client: redis.Redis) -> Starlette:
     )
     app.state.api = api
     app.state.media = media
-    app.state.followers = followers
     return app
 
 

@@ -1,10 +1,11 @@
 """One follower of each room's stream per process, shared by every page open on the room.
 
 Each open page needs its room's state now and after every event. A blocking read per page would
-hold one Redis connection per socket; instead the first page of a room starts a follower, later
-pages subscribe to it, and the last one to leave stops it. Every subscriber has a bounded inbox:
-a page too slow to keep up loses envelopes rather than growing the server's memory, sees the
-gap in versions, and reloads the room's state (one round trip) instead.
+hold one Redis connection per socket and fold every event once per page; instead the first page
+of a room starts a follower that reads the stream and folds each event once, later pages watch
+its state, and the last one to leave stops it. A page is handed the newest state whenever it
+asks (a view is a snapshot of the room), so a page slow to send skips states rather than
+queueing them: nothing grows with a slow reader.
 """
 
 from __future__ import annotations
@@ -13,111 +14,120 @@ import asyncio
 import logging
 from collections.abc import AsyncGenerator
 
-from events.envelope import Envelope
+from events.errors import StoreUnavailable
 from events.store import EventStore
 from projections.room import RoomState, fold
 from services.room_states import RoomStates
 
 log = logging.getLogger(__name__)
 
-Inbox = asyncio.Queue[Envelope | Exception]
-
 
 class _Follower:
-    """The one blocking read on a room's stream, copying each envelope into every inbox."""
+    """The one blocking read on a room's stream, and the state it has folded so far."""
 
-    def __init__(self, room_id: str) -> None:
-        self.room_id = room_id
-        self.inboxes: set[Inbox] = set()
-        self.task: asyncio.Task[None] | None = None
+    def __init__(self, state: RoomState) -> None:
+        self.state = state
+        self.watchers = 0
+        self.failure: Exception | None = None
+        self._changed = asyncio.Event()
 
-    async def run(self, store: EventStore, after_version: int) -> None:
+    async def follow(self, store: EventStore) -> None:
         try:
-            async for envelope in store.follow(self.room_id, after_version=after_version):
-                for inbox in self.inboxes:
-                    _put_dropping_oldest(inbox, envelope)
-        except Exception as exc:  # every subscriber is told; the next watch starts afresh
-            log.warning("following room %r failed: %s", self.room_id, exc)
-            for inbox in self.inboxes:
-                _put_dropping_oldest(inbox, exc)
+            async for envelope in store.follow(
+                self.state.room_id, after_version=self.state.version
+            ):
+                self._publish(fold(self.state, [envelope]))
+        except Exception as exc:  # every watcher is told; the next watch starts afresh
+            log.warning("following room %r failed", self.state.room_id, exc_info=True)
+            self.fail(exc)
 
+    def fail(self, exc: Exception) -> None:
+        self.failure = exc
+        self._publish(self.state)
 
-def _put_dropping_oldest(inbox: Inbox, item: Envelope | Exception) -> None:
-    if inbox.full():
-        inbox.get_nowait()  # the subscriber lags: it will see the gap and reload
-    inbox.put_nowait(item)
+    async def newer_than(self, version: int) -> RoomState:
+        """The newest state, once it is past ``version``."""
+        while self.failure is None and self.state.version <= version:
+            await self._changed.wait()
+        if self.failure is not None:
+            # A new exception for each watcher: one shared object would gather all their frames.
+            raise StoreUnavailable(
+                f"following room {self.state.room_id!r} stopped: {self.failure}"
+            ) from self.failure
+        return self.state
+
+    def _publish(self, state: RoomState) -> None:
+        """Make ``state`` the newest and wake every watcher waiting on the previous one."""
+        self.state = state
+        self._changed.set()
+        self._changed = asyncio.Event()
 
 
 class RoomFollowers:
-    def __init__(self, store: EventStore, states: RoomStates, *, inbox_size: int = 256) -> None:
+    def __init__(self, store: EventStore, states: RoomStates) -> None:
         self.store = store
         self.states = states
-        self.inbox_size = inbox_size
         self._followers: dict[str, _Follower] = {}
-
-    def following(self) -> frozenset[str]:
-        """The rooms this process follows now."""
-        return frozenset(self._followers)
+        self._tasks: dict[_Follower, asyncio.Task[None]] = {}
+        self._closed = False
 
     async def watch(self, room_id: str) -> AsyncGenerator[RoomState, None]:
-        """The room's state now, then again after each new event, until closed or cancelled.
+        """The room's state now, then the newest one after each change, until closed.
 
-        Raises what the follower met (e.g. StoreUnavailable). Close it (``aclosing``) or cancel
-        the task iterating it, so that the last watcher of a room stops its follower.
+        Raises StoreUnavailable when the room can no longer be followed (Redis went away, an
+        entry could not be read, or the service is shutting down): open a new watch to go on.
+        Close it (``aclosing``) or cancel the task iterating it, so that the last watcher of
+        a room stops its follower.
         """
         follower = await self._follower(room_id)
-        inbox: Inbox = asyncio.Queue(self.inbox_size)
-        follower.inboxes.add(inbox)  # before reading the state: nothing after it is missed
+        follower.watchers += 1
         try:
-            state = await self.states.current(room_id)
+            state = follower.state
             yield state
             while True:
-                item = await inbox.get()
-                if isinstance(item, Exception):
-                    raise item
-                if item.version <= state.version:
-                    continue  # already in the state that was read
-                if item.version == state.version + 1:
-                    state = fold(state, [item])
-                else:
-                    state = await self.states.current(room_id)  # envelopes were dropped
+                state = await follower.newer_than(state.version)
                 yield state
         finally:
-            follower.inboxes.discard(inbox)
-            if not follower.inboxes:
+            follower.watchers -= 1
+            if follower.watchers == 0:
                 self._stop(follower)
 
     async def close(self) -> None:
-        followers, self._followers = list(self._followers.values()), {}
-        tasks = [f.task for f in followers if f.task is not None]
-        for task in tasks:
-            task.cancel()
+        """Stop every follower; their watchers raise StoreUnavailable."""
+        self._closed = True
+        tasks = list(self._tasks.values())
+        for follower in list(self._tasks):
+            follower.fail(RuntimeError("the service is shutting down"))
+            self._stop(follower)
         await asyncio.gather(*tasks, return_exceptions=True)
 
     async def _follower(self, room_id: str) -> _Follower:
         follower = self._followers.get(room_id)
         if follower is not None:
             return follower
-        # Follow from the newest version *before* the first watcher reads the state, so the
-        # envelopes it gets start at or below that state's version: no gap, no stale page.
-        after_version = await self.store.version(room_id)
+        if self._closed:
+            raise StoreUnavailable("the service is shutting down")
+        # Follow from the state read here: every later event is folded into it, none is missed.
+        state = await self.states.current(room_id)
         follower = self._followers.get(room_id)  # another watcher may have started it meanwhile
         if follower is not None:
             return follower
-        follower = _Follower(room_id)
-        follower.task = asyncio.create_task(self._run(follower, after_version))
+        follower = _Follower(state)
         self._followers[room_id] = follower
+        task = asyncio.create_task(follower.follow(self.store))
+        self._tasks[follower] = task
+        task.add_done_callback(lambda _: self._forget(follower))
         return follower
 
-    async def _run(self, follower: _Follower, after_version: int) -> None:
-        try:
-            await follower.run(self.store, after_version)
-        finally:
-            if self._followers.get(follower.room_id) is follower:
-                del self._followers[follower.room_id]
-
     def _stop(self, follower: _Follower) -> None:
-        if self._followers.get(follower.room_id) is follower:
-            del self._followers[follower.room_id]
-        if follower.task is not None:
-            follower.task.cancel()
+        task = self._tasks.get(follower)
+        if task is not None:
+            task.cancel()
+        self._forget(follower)
+
+    def _forget(self, follower: _Follower) -> None:
+        room_id = follower.state.room_id
+        if self._followers.get(room_id) is follower:
+            del self._followers[room_id]
+        if (task := self._tasks.get(follower)) is not None and task.done():
+            del self._tasks[follower]

@@ -57,8 +57,8 @@ class Recording:
 
     chunks: list[tuple[float, np.ndarray]] = field(default_factory=list)
 
-    def since(self, start: float) -> np.ndarray:
-        parts = [samples for arrived, samples in self.chunks if arrived >= start]
+    def between(self, start: float, end: float = float("inf")) -> np.ndarray:
+        parts = [samples for arrived, samples in self.chunks if start <= arrived < end]
         return np.concatenate(parts) if parts else np.zeros(0)
 
 
@@ -114,12 +114,13 @@ class Participant:
         self.locations.append(response.headers["location"])
         await pc.setRemoteDescription(RTCSessionDescription(sdp=response.text, type="answer"))
 
-    def hears_db(self, hz: float, since: float) -> float:
-        """How much of what one track brought since then lies at ``hz`` (the loudest track).
+    def hears_db(self, hz: float, since: float, until: float = float("inf")) -> float:
+        """How much of what one track brought between then and ``until`` lies at ``hz`` (the
+        loudest track).
 
         Minus infinity when no track brought a measurable stretch of audio at all.
         """
-        windows = [r.since(since) for r in self.recordings]
+        windows = [r.between(since, until) for r in self.recordings]
         levels = [tone_level_db(w, hz) for w in windows if len(w) >= SAMPLE_RATE // 4]
         return max(levels, default=float("-inf"))
 

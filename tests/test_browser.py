@@ -205,10 +205,11 @@ async def test_one_click_whispers_to_the_agent_within_a_second_and_never_to_the_
     await expect(badge(agent, "sup-1")).to_be_visible(timeout=1_000)
     badge_after = time.monotonic() - clicked
 
-    agent_hears = await until(
-        lambda: hears(agent, TONES["sup-1"]), lambda h: h[TONES["sup-1"]] >= HEARD_DB
+    # The customer listens from the switch on, through the moment the coach's route is made.
+    agent_hears, customer_hears = await asyncio.gather(
+        until(lambda: hears(agent, TONES["sup-1"]), lambda h: h[TONES["sup-1"]] >= HEARD_DB),
+        hears(customer, TONES["agent"], TONES["sup-1"], ms=3000),
     )
-    customer_hears = await hears(customer, TONES["agent"], TONES["sup-1"], ms=1500)
     assert badge_after < 1.0
     assert agent_hears[TONES["sup-1"]] >= HEARD_DB, agent_hears
     assert customer_hears[TONES["agent"]] >= HEARD_DB, customer_hears
@@ -217,8 +218,10 @@ async def test_one_click_whispers_to_the_agent_within_a_second_and_never_to_the_
     # Screen readers hear the change once, in words; the redrawn badges are not a live region.
     announcer = agent.page.locator("#announcer")
     await expect(announcer).to_have_text("Sam Super is whispering to you.")
-    live = await agent.page.eval_on_selector_all("[aria-live]", "nodes => nodes.map(n => n.id)")
-    assert live == ["status", "announcer"]
+    live = await agent.page.eval_on_selector_all(
+        "[aria-live], [role=status], [role=alert], [role=log]", "nodes => nodes.map(n => n.id)"
+    )
+    assert live == ["status", "alert", "announcer"]
 
     await console.page.get_by_role("button", name="Stop whisper").click()  # and back
     await expect(badge(agent, "sup-1")).to_be_hidden()
@@ -243,10 +246,10 @@ async def test_push_to_talk_with_the_spacebar_and_mute_silence_the_coach(call: C
 
     await console.page.keyboard.down("Space")  # focus is still on the Whisper button
     await expect(badge(agent, "sup-1")).to_be_visible()
-    talking = await until(
-        lambda: hears(agent, TONES["sup-1"]), lambda h: h[TONES["sup-1"]] >= HEARD_DB
+    talking, customer_hears = await asyncio.gather(
+        until(lambda: hears(agent, TONES["sup-1"]), lambda h: h[TONES["sup-1"]] >= HEARD_DB),
+        hears(customer, TONES["agent"], TONES["sup-1"], ms=3000),
     )
-    customer_hears = await hears(customer, TONES["agent"], TONES["sup-1"], ms=1500)
     await console.page.keyboard.up("Space")
     await expect(badge(agent, "sup-1")).to_be_hidden()
     released = await until(
@@ -288,11 +291,13 @@ async def test_two_supervisors_coach_at_once_and_a_cue_comes_back_acknowledged(
         await console.page.get_by_role("button", name="Whisper", exact=True).click()
     for subject in ("sup-1", "sup-2"):
         await expect(badge(agent, subject)).to_be_visible()
-    both = await until(
-        lambda: hears(agent, TONES["sup-1"], TONES["sup-2"]),
-        lambda h: min(h.values()) >= HEARD_DB,
+    both, customer_hears = await asyncio.gather(
+        until(
+            lambda: hears(agent, TONES["sup-1"], TONES["sup-2"]),
+            lambda h: min(h.values()) >= HEARD_DB,
+        ),
+        hears(customer, TONES["agent"], TONES["sup-1"], TONES["sup-2"], ms=3000),
     )
-    customer_hears = await hears(customer, TONES["agent"], TONES["sup-1"], TONES["sup-2"], ms=1500)
     assert min(both.values()) >= HEARD_DB, both
     assert customer_hears[TONES["agent"]] >= HEARD_DB, customer_hears
     assert max(customer_hears[TONES["sup-1"]], customer_hears[TONES["sup-2"]]) < SILENT_DB, (
@@ -446,7 +451,7 @@ async def test_a_supervisor_opens_a_room_of_their_queue_from_the_lobby_and_whisp
     assert_no_token_in_a_url(call)
 
 
-async def test_pages_reconnect_after_losing_redis_and_show_what_happened_meanwhile(
+async def test_pages_reconnect_on_their_own_after_losing_redis_and_catch_up(
     call: Call, redis_client: redis.Redis
 ) -> None:
     customer, agent = await start_call(call)
@@ -471,5 +476,5 @@ async def test_pages_reconnect_after_losing_redis_and_show_what_happened_meanwhi
     for page in (customer, agent):
         assert "Connection lost: reconnecting…" in await page.dom_history()
     still = await until(lambda: hears(agent, TONES["cust"]), lambda h: h[500.0] >= HEARD_DB)
-    assert still[TONES["cust"]] >= HEARD_DB  # the call's audio never went through Redis
+    assert still[TONES["cust"]] >= HEARD_DB  # the call's audio goes on: it never needed Redis
     assert_nothing_of_supervisors(customer, await customer.dom_history())

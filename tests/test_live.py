@@ -16,6 +16,7 @@ from support import RunningService, running_service, token
 from websockets.asyncio.client import ClientConnection
 
 from events.room import Role
+from services.bench.pages import blocking_read_ids
 from services.redis_server import RedisServer
 
 pytestmark = pytest.mark.newest_redis
@@ -242,24 +243,32 @@ async def test_pages_closed_1011_when_their_redis_connection_drops_and_a_new_pag
                 "event store unavailable; reconnect",
             )
 
+    coach = token(Role.SUPERVISOR, sub="sup-1", whisper=True)
     joined = await service.http.post(
         "/rooms/room-1/commands",
         json={"command": "join"},
-        headers={"authorization": f"Bearer {token(Role.SUPERVISOR, sub='sup-1')}"},
+        headers={"authorization": f"Bearer {coach}"},
     )
     assert joined.status_code == 201
     async with page(service, Role.AGENT, sub="agent") as reconnected:
         view = reconnected.received[-1]["view"]
         assert [coach["subject"] for coach in view["coaches"]] == ["sup-1"]
+        # and it follows the room again: a new event reaches it
+        whisper = await service.http.post(
+            "/rooms/room-1/commands",
+            json={"command": "start_whisper"},
+            headers={"authorization": f"Bearer {coach}"},
+        )
+        assert whisper.status_code == 201, whisper.text
+        await reconnected.view_where(lambda v: v["coaches"][0]["whispering"])
 
 
-async def blocked_stream_read(client: redis.Redis) -> str:
+async def blocked_stream_read(client: redis.Redis) -> int:
     """The id of the one connection waiting in a blocking XREAD (a room's follower)."""
     async with asyncio.timeout(5):
         while True:
-            clients = await client.client_list()
-            blocked = [c["id"] for c in clients if c["cmd"] == "xread" and "b" in c["flags"]]
-            if len(blocked) == 1:
+            blocked = await blocking_read_ids(client)
+            assert len(blocked) < 2, blocked
+            if blocked:
                 return blocked[0]
-            assert len(blocked) < 2, clients
             await asyncio.sleep(0.02)

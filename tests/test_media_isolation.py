@@ -120,6 +120,7 @@ async def call(redis_server: RedisServer, redis_client: redis.Redis) -> AsyncIte
 
 
 async def test_customer_never_hears_a_supervisor_in_any_phase_of_a_call(call: Call) -> None:
+    call_started = time.monotonic()
     for subject in ("cust", "agent", "sup-1", "sup-2"):
         await call.join(subject)
 
@@ -166,6 +167,20 @@ async def test_customer_never_hears_a_supervisor_in_any_phase_of_a_call(call: Ca
     await call.command("sup-1", "start_whisper")
     await call.routes_become(*two_coaches)
     await call.hear({"agent": {"cust", "sup-1", "sup-2"}})
+
+    # Between the phases too, while commands took effect: the whole call as the customer
+    # decoded it, second by second.
+    customer = call.people["cust"]
+    windows = [call_started + second for second in range(int(time.monotonic() - call_started))]
+    heard_agent = [t for t in windows if customer.hears_db(TONES["agent"], t, t + 1) >= HEARD_DB]
+    leaks = {
+        (round(t - call_started), speaker): db
+        for t in windows
+        for speaker in ("sup-1", "sup-2")
+        if (db := customer.hears_db(TONES[speaker], t, t + 1)) >= SILENT_DB
+    }
+    assert len(heard_agent) >= len(windows) - 2 >= 5  # all but the joining
+    assert not leaks
 
     # The audit shows what the media plane did: coaches reached the agent, never the customer.
     await call.media.rooms["room-1"].route_log.flush()

@@ -28,7 +28,7 @@ from services.bench.media_clients import (
 from services.bench.media_report import CapacityStep, ClickSamples, Latency, SoakSample
 from services.bench.media_servers import ServerKind, ServerProcess
 from services.bench.media_signaling import EarpieceSignaling, Person, Room, Signaling
-from services.bench.store import percentile
+from services.bench.workload import percentile
 
 PHASES = ("latency", "click", "capacity", "soak")
 

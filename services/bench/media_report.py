@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from services.bench.media_servers import ServerKind
-from services.bench.store import percentile
+from services.bench.workload import percentile
 
 
 @dataclass

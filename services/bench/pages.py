@@ -1,22 +1,24 @@
 """``earpiece bench pages``: N open pages of one room, one shared follower against one each.
 
 Every open page needs each new state of its room. The baseline is what each page's socket did
-before ``services/room_followers.py``: follow the room's stream itself, one blocking ``XREAD``
-(and one Redis connection) per page. Both run side by side on the same fresh local
-redis-server, for each N: an event is appended every 20 ms, and a sample is the time from
-calling ``append()`` until the last of the N pages has folded that event into its state. The
-table also gives the blocking Redis reads (each holds a connection) while the pages listen,
-and this process's CPU time per event (pages, followers and appender share it, as in the
-service).
+before ``services/room_followers.py``: load the state, then follow the room's stream itself,
+one blocking ``XREAD`` (and one Redis connection) and one fold per page. Both run side by side
+on the same fresh local redis-server, for each N: an event is appended every 20 ms, and a
+sample is the time from calling ``append()`` until the last of the N pages has a state that
+includes that event. The table also gives the blocking Redis reads (each holds a connection)
+while the pages listen, and this process's CPU time per event (pages, followers and appender
+share it, as in the service).
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import tempfile
 import time
 from collections import Counter
 from collections.abc import AsyncIterator, Callable
+from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -25,7 +27,7 @@ import redis.asyncio as redis
 from events.room import WhisperStarted
 from events.store import EventStore
 from projections.room import RoomState, fold
-from services.bench.store import COACH, percentile, talk_event
+from services.bench.workload import COACH, percentile, talk_event
 from services.redis_server import RedisServer
 from services.room_followers import RoomFollowers
 from services.room_states import RoomStates
@@ -35,6 +37,8 @@ EVENT_INTERVAL_S = 0.020
 
 Watch = Callable[[], AsyncIterator[RoomState]]
 """How one page gets the room's state now and after each event."""
+Follower = Callable[[EventStore], AbstractAsyncContextManager[Watch]]
+"""A way of following the room, set up for a run and torn down after it."""
 
 
 @dataclass
@@ -54,23 +58,25 @@ class PagesRun:
         )
 
 
-async def redis_connections(client: redis.Redis) -> int:
-    """Clients connected to the server, not counting the one asking."""
-    return int((await client.info("clients"))["connected_clients"]) - 1
+async def blocking_read_ids(client: redis.Redis) -> list[int]:
+    """The connections waiting in a blocking XREAD now (consumer groups use XREADGROUP)."""
+    clients = await client.client_list()
+    return [int(c["id"]) for c in clients if c["cmd"] == "xread" and "b" in c["flags"]]
 
 
-async def blocking_reads(client: redis.Redis) -> int:
-    """The most connections seen waiting in a blocking XREAD, over five looks 20 ms apart."""
+async def most_blocking_reads(client: redis.Redis, looks: int = 10) -> int:
+    """The most connections seen in a blocking XREAD over ``looks``, 20 ms apart: a follower
+    is briefly between two reads after each event and each block's timeout."""
     seen = 0
-    for _ in range(5):
-        clients = await client.client_list()
-        seen = max(seen, sum(1 for c in clients if c["cmd"] == "xread" and "b" in c["flags"]))
+    for _ in range(looks):
+        seen = max(seen, len(await blocking_read_ids(client)))
         await asyncio.sleep(0.02)
     return seen
 
 
-def per_page_follow(store: EventStore) -> Watch:
-    """The baseline: each page loads the state, then follows the stream on its own."""
+@contextlib.asynccontextmanager
+async def one_follower_per_page(store: EventStore) -> AsyncIterator[Watch]:
+    """The baseline: each page loads the state, then follows the stream and folds on its own."""
 
     async def watch() -> AsyncIterator[RoomState]:
         state = await RoomStates(store).current(ROOM)
@@ -79,48 +85,64 @@ def per_page_follow(store: EventStore) -> Watch:
             state = fold(state, [envelope])
             yield state
 
-    return watch
+    yield watch
 
 
-def shared_follower(store: EventStore) -> Watch:
+@contextlib.asynccontextmanager
+async def shared_follower(store: EventStore) -> AsyncIterator[Watch]:
     """What the service does: every page watches through one RoomFollowers."""
     followers = RoomFollowers(store, RoomStates(store))
-    return lambda: followers.watch(ROOM)
+    try:
+        yield lambda: followers.watch(ROOM)
+    finally:
+        await followers.close()
 
 
-async def run_pages(
-    url: str, pages: int, events: int, follower: str, watch_with: Callable[[EventStore], Watch]
-) -> PagesRun:
+async def run_pages(url: str, pages: int, events: int, name: str, follower: Follower) -> PagesRun:
     """One run on a fresh client, so that its connections alone are counted."""
     client = redis.Redis.from_url(url, max_connections=pages + 10)
-    store = EventStore(client)
-    watch = watch_with(store)
-    async with asyncio.timeout(10):  # the previous run's connections are gone
-        while await redis_connections(client):  # noqa: ASYNC110 (polling the server)
-            await asyncio.sleep(0.05)
-    await client.flushall()
-    await store.append(
-        ROOM, [COACH, WhisperStarted(coach="sup-1")], expected_version=0, actor="sup-1"
-    )
-    has_version: Counter[int] = Counter()
-    everyone_has: dict[int, float] = {}
+    try:
+        async with asyncio.timeout(10):  # the previous run's blocked reads are gone
+            while await blocking_read_ids(client):  # noqa: ASYNC110 (polling the server)
+                await asyncio.sleep(0.05)
+        await client.flushall()
+        store = EventStore(client)
+        await store.append(
+            ROOM, [COACH, WhisperStarted(coach="sup-1")], expected_version=0, actor="sup-1"
+        )
+        async with follower(store) as watch:
+            return await _measure(client, store, watch, pages, events, name)
+    finally:
+        await client.aclose()
+
+
+async def _measure(
+    client: redis.Redis, store: EventStore, watch: Watch, pages: int, events: int, name: str
+) -> PagesRun:
     last_version = events + 2
+    pages_at: Counter[int] = Counter()  # version -> pages whose state includes it
+    everyone_has: dict[int, float] = {}
     all_listening, all_have_the_last = asyncio.Event(), asyncio.Event()
 
     async def page() -> None:
+        had = 0
         async for state in watch():
-            has_version[state.version] += 1
-            if has_version[state.version] == pages:
-                everyone_has[state.version] = time.perf_counter()
+            # A page handed a newer state skips some: it has every version up to this one.
+            for version in range(had + 1, state.version + 1):
+                pages_at[version] += 1
+                if pages_at[version] == pages:
+                    everyone_has[version] = time.perf_counter()
+            had = state.version
+            if pages_at[2] == pages:
                 all_listening.set()
-                if state.version == last_version:
-                    all_have_the_last.set()
+            if pages_at[last_version] == pages:
+                all_have_the_last.set()
 
     listening = [asyncio.create_task(page()) for _ in range(pages)]
     try:
         await asyncio.wait_for(all_listening.wait(), 60)
-        await asyncio.sleep(0.2)  # every page is back in its blocking read
-        connections = await blocking_reads(client)
+        await asyncio.sleep(0.2)  # every page is back in its wait
+        blocking = await most_blocking_reads(client, looks=5)
         appended: dict[int, float] = {}
         cpu = time.process_time()
         for version in range(3, last_version + 1):
@@ -133,9 +155,8 @@ async def run_pages(
         for task in listening:
             task.cancel()
         await asyncio.gather(*listening, return_exceptions=True)
-        await client.aclose()
     latencies = [(everyone_has[v] - appended[v]) * 1000 for v in appended]
-    return PagesRun(pages, follower, latencies, connections, cpu_ms / events)
+    return PagesRun(pages, name, latencies, blocking, cpu_ms / events)
 
 
 async def run_pages_bench(page_counts: list[int], events: int) -> int:
@@ -147,7 +168,9 @@ async def run_pages_bench(page_counts: list[int], events: int) -> int:
         )
         print("|---|---|---|---|---|---|---|")
         for pages in page_counts:
-            baseline = await run_pages(server.url, pages, events, "one per page", per_page_follow)
+            baseline = await run_pages(
+                server.url, pages, events, "one per page", one_follower_per_page
+            )
             print(baseline.row(None), flush=True)
             shared = await run_pages(server.url, pages, events, "shared", shared_follower)
             print(shared.row(baseline), flush=True)

@@ -13,7 +13,6 @@ redis-server, so that the ratio holds on a noisy machine even where absolute fig
 from __future__ import annotations
 
 import asyncio
-import statistics
 import tempfile
 import time
 from collections.abc import Awaitable, Callable
@@ -23,20 +22,10 @@ from typing import Any
 import redis.asyncio as redis
 
 from events.envelope import Envelope, new_event_id, utc_now
-from events.room import ParticipantJoined, Role, RoomEvent, TalkPressed, TalkReleased
 from events.store import EventStore
+from services.bench.workload import COACH, percentile, talk_event
 from services.redis_server import RedisServer
 from services.room_states import RoomStates
-
-COACH = ParticipantJoined(subject="sup-1", role=Role.SUPERVISOR, name="Sam", can_whisper=True)
-
-
-def percentile(samples: list[float], q: float) -> float:
-    return statistics.quantiles(samples, n=100, method="inclusive")[int(q) - 1]
-
-
-def talk_event(version: int) -> RoomEvent:
-    return TalkPressed(coach="sup-1") if version % 2 else TalkReleased(coach="sup-1")
 
 
 class Throughput:

@@ -74,7 +74,8 @@ export class CuePanel {
     if (fresh.length) {
       this.panel.classList.add("attention");
       announce(fresh.map((cue) => `Cue from ${cue.coach_name}: ${cue.text}`).join(" "));
+    } else if (!waiting) {
+      this.panel.classList.remove("attention");
     }
-    else if (!waiting) this.panel.classList.remove("attention");
   }
 }

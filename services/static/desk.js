@@ -45,9 +45,11 @@ function badge(coach, channel) {
 // What changed in who the agent hears, in words: the badges redraw on every view, silently.
 function whisperNews(before, coaches) {
   const now = new Map(coaches.filter((c) => c.audible).map((c) => [c.subject, c.name]));
+  const started = [...now].filter(([subject]) => !before.has(subject));
+  const stopped = [...before].filter(([subject]) => !now.has(subject));
   const news = [
-    ...[...now].filter(([subject]) => !before.has(subject)).map(([, name]) => `${name} is whispering to you.`),
-    ...[...before].filter(([subject]) => !now.has(subject)).map(([, name]) => `${name} stopped whispering.`),
+    ...started.map(([, name]) => `${name} is whispering to you.`),
+    ...stopped.map(([, name]) => `${name} stopped whispering.`),
   ];
   return { now, news };
 }

@@ -19,7 +19,8 @@ export class LiveChannel extends EventTarget {
     super();
     this.path = path;
     this.token = token;
-    this.fatal = new Map([...FATAL, ...Object.entries(fatal).map(([code, text]) => [Number(code), text])]);
+    const extra = Object.entries(fatal).map(([code, text]) => [Number(code), text]);
+    this.fatal = new Map([...FATAL, ...extra]);
     this.socket = null;
     this.sent = 0;
     this.retryMs = 500;

@@ -27,12 +27,20 @@ export function setStatus(text) {
   setText($("#status"), text);
 }
 
-// One sentence for screen readers, in the page's visually hidden #announcer. Emptied first,
-// so that the same sentence twice (a coach whispering again) is read twice.
+// Sentences for screen readers, in the page's visually hidden #announcer. Those announced
+// together are written together; the region is emptied first, so that the same sentence
+// twice (a coach whispering again) is read twice.
+let announcing = [];
+let announceTimer;
 export function announce(text) {
   const region = $("#announcer");
+  announcing.push(text);
   region.textContent = "";
-  setTimeout(() => (region.textContent = text), 100);
+  clearTimeout(announceTimer);
+  announceTimer = setTimeout(() => {
+    region.textContent = announcing.join(" ");
+    announcing = [];
+  }, 100);
 }
 
 let alertTimer;

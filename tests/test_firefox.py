@@ -190,15 +190,26 @@ class Firefox:
         return result["result"].get("value")
 
     async def wait_for(self, context: str, expression: str, within: float = 15.0) -> Any:
-        """The value of ``expression`` once it is truthy."""
+        """The value of ``expression`` once it is truthy.
+
+        An expression that throws counts as not yet true: while a page navigates, its next
+        document may not have the elements yet.
+        """
         deadline = time.monotonic() + within
         while True:
-            value = await self.evaluate(context, expression)
+            try:
+                value = await self.evaluate(context, expression)
+            except BiDiError as exc:
+                value, thrown = None, exc
+            else:
+                thrown = None
             if value:
                 return value
             if time.monotonic() > deadline:
                 state = await self.evaluate(context, PAGE_STATE)
-                raise AssertionError(f"not within {within} s: {expression}; the page: {state}")
+                raise AssertionError(
+                    f"not within {within} s: {expression} ({thrown or value!r}); page: {state}"
+                )
             await asyncio.sleep(0.1)
 
     async def click(self, context: str, css: str) -> None:
@@ -346,7 +357,7 @@ async def service(
         yield running
 
 
-COACH_STATE_IS = "document.querySelector('#me').textContent === {!r}"
+COACH_STATE_IS = "document.querySelector('#me')?.textContent === {!r}"
 BADGE_ACTIVE = "document.querySelector('.badge[data-coach=\"sup-1\"] .whisper-active') !== null"
 
 
@@ -424,7 +435,7 @@ async def test_firefox_joins_a_call_and_a_supervisor_coaches_in_it_from_the_lobb
 
         # The supervisor opens the room, monitors, and whispers in one click, open-mic.
         await firefox.click(console, '#rooms tr[data-room="room-1"] button')
-        await firefox.wait_for(console, "!document.querySelector('#monitor').disabled")
+        await firefox.wait_for(console, "document.querySelector('#monitor')?.disabled === false")
         await firefox.click(console, "#monitor")
         await firefox.wait_for(console, COACH_STATE_IS.format("Monitoring: you hear the call."))
         assert await streams_reach(firefox, console, 2) == 2  # the customer and the agent

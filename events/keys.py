@@ -9,6 +9,7 @@ can write the room's stream, its idempotency record and the feed together::
     earpiece:{p3}:room:<room>:idem:<key> the result of an idempotent append
     earpiece:{p3}:room:<room>:audit      the room's hash-chained audit records
     earpiece:{p3}:room:<room>:routes     every audio route the media plane applied or removed
+    earpiece:{p3}:room:<room>:lobby-version  the version the room's lobby entry is from
     earpiece:{p3}:feed                   every event of the partition's rooms, in commit order
     earpiece:{p3}:quarantine             feed entries that could not be read
     earpiece:{p3}:lobby                  the partition's live rooms, for supervisors' lobbies
@@ -62,6 +63,10 @@ class KeySpace:
 
     def routes(self, room_id: str) -> str:
         return f"{self.room(room_id)}:routes"
+
+    def lobby_version(self, room_id: str) -> str:
+        """The room version its lobby entry was last computed from."""
+        return f"{self.room(room_id)}:lobby-version"
 
     def feed(self, partition: int) -> str:
         return f"{self._tag(partition)}:feed"

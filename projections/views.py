@@ -98,7 +98,6 @@ class LiveRoom(msgspec.Struct, frozen=True, kw_only=True):
     coaching: tuple[str, ...]
     """The coaches whispering now."""
     opened_at: dt.datetime
-    version: int
 
 
 def live_room(state: RoomState, opened_at: dt.datetime) -> LiveRoom | None:
@@ -115,7 +114,6 @@ def live_room(state: RoomState, opened_at: dt.datetime) -> LiveRoom | None:
         coaches=tuple(coach.name for coach in coaches),
         coaching=tuple(coach.name for coach in coaches if coach.whispering),
         opened_at=opened_at,
-        version=state.version,
     )
 
 

@@ -33,7 +33,7 @@ from projections.commands import RoomCommand
 from projections.room import Rejection
 from services import pages
 from services.audit_trail import AuditTrail, run_audit_projection
-from services.auth import verifier_from_settings
+from services.auth import AuthError, verifier_from_settings
 from services.commands import Accepted, CommandHandler, Contention
 from services.http import (
     ApiError,
@@ -45,7 +45,7 @@ from services.http import (
     store_unavailable,
 )
 from services.live import Live
-from services.lobby import Lobby, LobbyWatchers, run_lobby
+from services.lobby import Lobby, LobbyWatchers, check_lobby_access, run_lobby
 from services.media import MediaPlane
 from services.room_followers import RoomFollowers
 from services.room_states import RoomStates
@@ -111,10 +111,10 @@ class Api:
 
     async def get_lobby(self, request: Request) -> Response:
         claims = await authenticate(self.verifier, request, None)
-        if claims.role is not Role.SUPERVISOR:
-            raise ApiError(
-                403, "forbidden", f"only supervisors have a lobby, not the {claims.role}"
-            )
+        try:
+            check_lobby_access(claims)
+        except AuthError as exc:
+            raise ApiError(exc.status, "forbidden", exc.reason) from exc
         return json_response({"rooms": await self.lobby.rooms(claims.queues)})
 
     async def get_audit(self, request: Request) -> Response:

@@ -156,6 +156,10 @@ class TokenVerifier:
         _check_room(claims, room_id, room_queue=room_queue)
         return claims
 
+    def expires_in_s(self, claims: Claims) -> float:
+        """Seconds until a token with ``claims`` is refused (its expiry, with the leeway)."""
+        return claims.exp + self._leeway_s - time.time()
+
     async def claims_async(self, token: str) -> Claims:
         """The claims of a valid token, whatever room it names (for the supervisors' lobby)."""
         key = self._key

@@ -16,10 +16,9 @@ from the room's stream, so two supervisors and the agent always agree. A view is
 when it changed: the customer's view carries nothing of supervisors, and neither does the
 timing of its updates.
 
-Recoverable mistakes (bad JSON, an unknown command, a wrong field, a rejected or rate-limited
-command) are answered with an ``error`` and the socket stays open. Close codes: 4401 no or bad
-token, 4403 token for another room, 4400 a room id that cannot exist, 1009 a message over the
-size limit (uvicorn's ``ws_max_size``), 1011 the event store is unavailable.
+Recoverable mistakes (bad JSON, a binary frame, an unknown command, a wrong field, a rejected
+or rate-limited command) are answered with an ``error`` and the socket stays open. Close codes
+are those of ``services/sockets.py``; here 4403 means a token for another room.
 """
 
 from __future__ import annotations
@@ -29,7 +28,6 @@ import contextlib
 import datetime as dt
 import logging
 import time
-from collections.abc import Awaitable, Callable
 
 import msgspec
 from starlette.websockets import WebSocket, WebSocketDisconnect
@@ -41,20 +39,22 @@ from events.store import EventStore
 from projections.commands import RoomCommand
 from projections.room import Rejection
 from projections.views import RoomView, view_for
-from services.auth import AuthError, Claims, TokenVerifier
+from services.auth import Claims, TokenVerifier
 from services.commands import Accepted, CommandHandler
 from services.room_followers import RoomFollowers
 from services.router import slot_names
+from services.sockets import (
+    BAD_ROOM,
+    NOT_TEXT,
+    TRY_AGAIN_LATER,
+    Error,
+    authenticate,
+    close_when_expired,
+    receive_text,
+    send_message,
+)
 
 log = logging.getLogger(__name__)
-
-AUTH_TIMEOUT_S = 5.0
-UNAUTHORIZED, FORBIDDEN, BAD_ROOM = 4401, 4403, 4400
-TRY_AGAIN_LATER = 1011
-
-
-class Auth(msgspec.Struct, frozen=True, tag="auth", forbid_unknown_fields=True):
-    token: str
 
 
 class Command(msgspec.Struct, frozen=True, tag="command", forbid_unknown_fields=True):
@@ -77,15 +77,7 @@ class Ack(msgspec.Struct, frozen=True, tag="ack"):
     outcome: str
 
 
-class Error(msgspec.Struct, frozen=True, tag="error"):
-    error: str
-    detail: str
-    id: str = ""
-
-
-_auth_decoder = msgspec.json.Decoder(Auth)
 _command_decoder = msgspec.json.Decoder(Command)
-_encoder = msgspec.json.Encoder()
 
 
 class TokenBucket:
@@ -105,31 +97,6 @@ class TokenBucket:
             return False
         self._tokens -= 1
         return True
-
-
-async def authenticate_socket(
-    websocket: WebSocket, verify: Callable[[str], Awaitable[Claims]]
-) -> Claims | None:
-    """The claims of the token in the socket's first message, or None once it is closed.
-
-    ``verify`` checks the token for what the socket is for (raising AuthError); a refusal
-    closes the socket with 4401, or 4403 for a good token that does not give access.
-    """
-    try:
-        first = await asyncio.wait_for(websocket.receive_text(), AUTH_TIMEOUT_S)
-        return await verify(_auth_decoder.decode(first).token)
-    except (TimeoutError, msgspec.DecodeError):
-        await websocket.close(UNAUTHORIZED, 'send {"type": "auth", "token": "<jwt>"} first')
-    except AuthError as exc:
-        code = FORBIDDEN if exc.status == 403 else UNAUTHORIZED
-        await websocket.close(code, exc.reason[:120])  # a close reason holds 123 bytes
-    except WebSocketDisconnect:
-        pass
-    return None
-
-
-async def send_message(websocket: WebSocket, message: msgspec.Struct) -> None:
-    await websocket.send_text(_encoder.encode(message).decode())
 
 
 class Live:
@@ -159,7 +126,7 @@ class Live:
         except InvalidRoomId as exc:
             await websocket.close(BAD_ROOM, str(exc)[:120])
             return
-        claims = await authenticate_socket(
+        claims = await authenticate(
             websocket, lambda token: self.verifier.verify_async(token, room_id)
         )
         if claims is None:
@@ -167,9 +134,10 @@ class Live:
         try:
             await send_message(websocket, await self._hello(room_id, claims))
             async with asyncio.TaskGroup() as group:
-                views = group.create_task(self._send_views(websocket, room_id, claims))
+                group.create_task(self._send_views(websocket, room_id, claims))
+                expiry = close_when_expired(websocket, self.verifier.expires_in_s(claims))
+                group.create_task(expiry)
                 await self._serve_commands(websocket, room_id, claims)
-                views.cancel()
         except* WebSocketDisconnect:
             pass
         except* StoreUnavailable as failures:
@@ -197,10 +165,14 @@ class Live:
     async def _serve_commands(self, websocket: WebSocket, room_id: str, claims: Claims) -> None:
         bucket = TokenBucket(self.commands_per_s, self.burst)
         actor = claims.actor()
-        async for text in websocket.iter_text():
+        while True:  # until the page goes: WebSocketDisconnect
+            text = await receive_text(websocket)
             if not bucket.take():
                 detail = f"over {self.commands_per_s:g} messages a second; slow down"
                 await send_message(websocket, Error(error="rate_limited", detail=detail))
+                continue
+            if text is None:
+                await send_message(websocket, NOT_TEXT)
                 continue
             try:
                 message = _command_decoder.decode(text)

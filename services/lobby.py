@@ -8,9 +8,12 @@ or has no queue drops out. Supervisors see the rooms of the queues their token n
     page → server   {"type": "auth", "token": "<jwt>"}          first, within 5 s
     server → page   {"type": "lobby", "rooms": [...]}           now, then each time it changes
 
-Each changed entry is announced on its partition's Pub/Sub channel with the room's queue; one
-subscription per process wakes the sockets watching that queue, which read the lobby again.
-Pub/Sub delivers at most once, so a socket also reads it every ``REFRESH_S`` whatever happens.
+An entry is written by one script that also announces it, with the room's queue, on the
+partition's Pub/Sub channel, and only when what supervisors see has changed and the state it
+comes from is newer than the one already written (a redelivered or overtaken event changes
+nothing). One subscription per process wakes the sockets watching that queue, which read the
+lobby again; since Pub/Sub delivers at most once, every socket is woken whenever the
+subscription (re)starts, and reads the lobby every ``REFRESH_S`` whatever happens.
 """
 
 from __future__ import annotations
@@ -19,6 +22,7 @@ import asyncio
 import contextlib
 import datetime as dt
 import logging
+import time
 from collections.abc import Iterable
 from typing import Any
 
@@ -28,53 +32,96 @@ from redis.exceptions import RedisError
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
 from events.envelope import Envelope
+from events.errors import StoreUnavailable
 from events.feed import RETRY_S, run_group
 from events.room import Role
-from events.store import EventStore
+from events.store import EventStore, raise_if_cancelling
 from projections.views import LiveRoom, live_room
 from services.auth import AuthError, Claims, TokenVerifier
-from services.live import TRY_AGAIN_LATER, Error, authenticate_socket, send_message
 from services.room_states import RoomStates
+from services.sockets import (
+    NOT_TEXT,
+    TRY_AGAIN_LATER,
+    Error,
+    authenticate,
+    close_when_expired,
+    receive_text,
+    send_message,
+)
 
 log = logging.getLogger(__name__)
 
 LOBBY_GROUP = "lobby"
 REFRESH_S = 15.0
 """A lobby socket reads the lobby at least this often, announced change or not."""
+PING_S = 5.0
+"""The subscription pings Redis this often; one silent for three pings is connected again."""
+
+# KEYS: the partition's lobby hash, the room's lobby-version key.
+# ARGV: room id, the state's version, the entry's JSON ("" for none), channel, queue.
+_SET_ENTRY = """
+if tonumber(redis.call('GET', KEYS[2]) or '0') >= tonumber(ARGV[2]) then return 0 end
+redis.call('SET', KEYS[2], ARGV[2])
+local before = redis.call('HGET', KEYS[1], ARGV[1])
+if ARGV[3] == '' then
+  if not before then return 0 end
+  redis.call('HDEL', KEYS[1], ARGV[1])
+else
+  if before == ARGV[3] then return 0 end
+  redis.call('HSET', KEYS[1], ARGV[1], ARGV[3])
+end
+redis.call('PUBLISH', ARGV[4], ARGV[5])
+return 1
+"""
 
 _decoder = msgspec.json.Decoder(LiveRoom)
+
+
+def check_lobby_access(claims: Claims) -> None:
+    if claims.role is not Role.SUPERVISOR:
+        raise AuthError(f"only supervisors have a lobby, not the {claims.role}", 403)
 
 
 class Lobby:
     def __init__(self, store: EventStore, states: RoomStates) -> None:
         self.store = store
         self.states = states
+        self._set_entry = store.client.register_script(_SET_ENTRY)
 
     async def handle(self, envelope: Envelope) -> None:
         """Refresh the entry of ``envelope``'s room (at least once per event: idempotent)."""
         room_id = envelope.room_id
-        partition = self.store.keys.partition_of(room_id)
-        key = self.store.keys.lobby(partition)
-        listed: Any = await self.store.client.hget(key, room_id)
-        before = None if listed is None else _decoder.decode(listed)
-        opened_at = before.opened_at if before else await self._opened_at(room_id, envelope)
-        entry = live_room(await self.states.current(room_id), opened_at)
-        if entry == before:
-            return
-        if entry is None:
-            await self.store.client.hdel(key, room_id)
-        else:
-            await self.store.client.hset(key, room_id, msgspec.json.encode(entry))
-        changed = entry or before
-        if changed is not None:
-            await self.store.client.publish(self.store.keys.lobby_changes(partition), changed.queue)
+        keys = self.store.keys
+        partition = keys.partition_of(room_id)
+        try:
+            listed: Any = await self.store.client.hget(keys.lobby(partition), room_id)
+            before = None if listed is None else _decoder.decode(listed)
+            opened_at = before.opened_at if before else await self._opened_at(room_id, envelope)
+            state = await self.states.current(room_id)
+            entry = live_room(state, opened_at)
+            queue = entry.queue if entry else before.queue if before else ""
+            await self._set_entry(
+                keys=[keys.lobby(partition), keys.lobby_version(room_id)],
+                args=[
+                    room_id,
+                    state.version,
+                    msgspec.json.encode(entry) if entry else b"",
+                    keys.lobby_changes(partition),
+                    queue,
+                ],
+            )
+        except RedisError as exc:
+            raise StoreUnavailable(f"updating the lobby entry of {room_id!r}: {exc}") from exc
 
     async def rooms(self, queues: Iterable[str]) -> list[LiveRoom]:
         """The live rooms of ``queues``, the longest open first."""
         wanted = set(queues)
         found: list[LiveRoom] = []
         for partition in range(self.store.keys.partitions):
-            entries: Any = await self.store.client.hgetall(self.store.keys.lobby(partition))
+            try:
+                entries: Any = await self.store.client.hgetall(self.store.keys.lobby(partition))
+            except RedisError as exc:
+                raise StoreUnavailable(f"reading the lobby: {exc}") from exc
             found += [
                 room for raw in entries.values() if (room := _decoder.decode(raw)).queue in wanted
             ]
@@ -107,13 +154,17 @@ class LobbyMessage(msgspec.Struct, frozen=True, tag="lobby"):
     rooms: list[LiveRoom]
 
 
+NO_MESSAGES = Error(error="invalid_message", detail="the lobby takes no messages after auth")
+
+
 class LobbyWatchers:
     """One Pub/Sub subscription per process to the lobby's changes, waking the sockets they
     concern; and the ``/lobby/live`` endpoint of those sockets."""
 
-    def __init__(self, lobby: Lobby, verifier: TokenVerifier) -> None:
+    def __init__(self, lobby: Lobby, verifier: TokenVerifier, *, refresh_s: float = REFRESH_S):
         self.lobby = lobby
         self.verifier = verifier
+        self.refresh_s = refresh_s
         self._waiting: dict[asyncio.Event, frozenset[str]] = {}
 
     async def run(self) -> None:
@@ -124,37 +175,54 @@ class LobbyWatchers:
             try:
                 async with self.lobby.store.client.pubsub() as pubsub:
                     await pubsub.subscribe(*channels)
-                    self._wake(None)  # (re)subscribed: changes may have gone by unheard
-                    async for message in pubsub.listen():
-                        if message["type"] == "message":
-                            self._wake(message["data"].decode())
-            except RedisError as exc:
+                    await self._listen(pubsub)
+            except (RedisError, TimeoutError) as exc:
                 log.warning("lobby changes: %s; subscribing again in %s s", exc, RETRY_S)
                 await asyncio.sleep(RETRY_S)
 
+    async def _listen(self, pubsub: Any) -> None:
+        """Wake sockets for each announced change, pinging so that a dead link is noticed."""
+        heard = pinged = time.monotonic()
+        while True:
+            raise_if_cancelling()
+            message = await pubsub.get_message(timeout=1.0)
+            now = time.monotonic()
+            if message is not None:
+                heard = now
+                if message["type"] == "subscribe":
+                    self._wake(None)  # (re)subscribed, by us or by redis-py: changes may
+                    # have gone by unheard
+                elif message["type"] == "message":
+                    self._wake(message["data"].decode())
+            if now - heard > 3 * PING_S:
+                raise TimeoutError(f"Redis silent for {now - heard:.0f} s")
+            if now - pinged >= PING_S:
+                await pubsub.ping()
+                pinged = now
+
     async def endpoint(self, websocket: WebSocket) -> None:
         await websocket.accept()
-        claims = await authenticate_socket(websocket, self._supervisor)
+        claims = await authenticate(websocket, self._supervisor)
         if claims is None:
             return
         try:
             async with asyncio.TaskGroup() as group:
-                pushing = group.create_task(self._push(websocket, frozenset(claims.queues)))
-                async for _ in websocket.iter_text():
-                    detail = "the lobby takes no messages after auth"
-                    await send_message(websocket, Error(error="invalid_message", detail=detail))
-                pushing.cancel()
+                group.create_task(self._push(websocket, frozenset(claims.queues)))
+                expiry = close_when_expired(websocket, self.verifier.expires_in_s(claims))
+                group.create_task(expiry)
+                while True:  # the page sends nothing after auth; until it goes
+                    text = await receive_text(websocket)
+                    await send_message(websocket, NOT_TEXT if text is None else NO_MESSAGES)
         except* WebSocketDisconnect:
             pass
-        except* RedisError as failures:
+        except* StoreUnavailable as failures:
             log.warning("lobby socket: %s", failures.exceptions[0])
             with contextlib.suppress(RuntimeError):  # already closed by the page
                 await websocket.close(TRY_AGAIN_LATER, "event store unavailable; reconnect")
 
     async def _supervisor(self, token: str) -> Claims:
         claims = await self.verifier.claims_async(token)
-        if claims.role is not Role.SUPERVISOR:
-            raise AuthError(f"only supervisors have a lobby, not the {claims.role}", 403)
+        check_lobby_access(claims)
         return claims
 
     async def _push(self, websocket: WebSocket, queues: frozenset[str]) -> None:
@@ -170,7 +238,7 @@ class LobbyWatchers:
                     await send_message(websocket, LobbyMessage(rooms))
                     sent = rooms
                 with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(changed.wait(), REFRESH_S)
+                    await asyncio.wait_for(changed.wait(), self.refresh_s)
         finally:
             del self._waiting[changed]
 

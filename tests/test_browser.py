@@ -442,6 +442,15 @@ async def test_a_supervisor_opens_a_room_of_their_queue_from_the_lobby_and_whisp
     await expect(lobby.page.locator('#rooms tr[data-room="room-3"]')).to_contain_text(
         "Lee", timeout=5_000
     )
+    left = await call.service.http.post(  # and it leaves when it empties
+        "/rooms/room-3/commands",
+        json={"command": "leave"},
+        headers={"Authorization": f"Bearer {new_call}"},
+    )
+    assert left.status_code == 201, left.text
+    await expect(lobby.page.locator('#rooms tr[data-room="room-3"]')).to_have_count(
+        0, timeout=5_000
+    )
 
     await console.page.get_by_role("link", name="Back to rooms").click()
     await expect(console.page.locator('#rooms tr[data-room="room-1"]')).to_be_visible()

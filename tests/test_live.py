@@ -138,11 +138,12 @@ async def test_customer_page_learns_nothing_of_supervisors(service: RunningServi
             "$.command.text",
         ),
         ('{"type": "command", "command": {"command": "start_whisper"}}', "rejected", "customer"),
+        (b'{"type": "command"}', "invalid_message", "not binary ones"),
     ],
-    ids=["invalid-json", "unknown-command", "wrong-type", "role-may-not"],
+    ids=["invalid-json", "unknown-command", "wrong-type", "role-may-not", "binary-frame"],
 )
 async def test_bad_messages_get_an_error_and_the_socket_stays_open(
-    service: RunningService, message: str, error: str, detail: str
+    service: RunningService, message: str | bytes, error: str, detail: str
 ) -> None:
     async with page(service, Role.CUSTOMER, sub="cust") as customer:
         await customer.socket.send(message)
@@ -272,3 +273,14 @@ async def blocked_stream_read(client: redis.Redis) -> int:
             if blocked:
                 return blocked[0]
             await asyncio.sleep(0.02)
+
+
+async def test_a_page_is_closed_when_its_token_expires(service: RunningService) -> None:
+    async with page(service, Role.AGENT, sub="agent", exp=int(time.time()) + 2) as agent:
+        with pytest.raises(websockets.ConnectionClosed) as closed:
+            async with asyncio.timeout(10):
+                await agent.next("never")
+
+    assert closed.value.rcvd is not None
+    assert closed.value.rcvd.code == 4401
+    assert closed.value.rcvd.reason == "the token has expired: open the page with a new link"

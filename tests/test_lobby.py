@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import time
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -15,9 +16,12 @@ import websockets
 from support import SECRET, running_service, token
 from websockets.asyncio.client import ClientConnection
 
-from events.room import Role
+from events.room import ParticipantJoined, Role
+from events.store import EventStore
 from services.auth import AuthError, TokenVerifier
+from services.lobby import Lobby
 from services.redis_server import RedisServer
+from services.room_states import RoomStates
 
 pytestmark = pytest.mark.newest_redis
 
@@ -40,8 +44,11 @@ async def lobby_socket(http: httpx.AsyncClient, bearer: str) -> AsyncIterator[Cl
         yield socket
 
 
-async def pushed_where(socket: ClientConnection, condition: Any) -> list[Any]:
-    """The rooms of the first lobby message for which ``condition`` holds.
+async def pushed_where(
+    socket: ClientConnection, condition: Any, queues: tuple[str, ...] = ("sales",)
+) -> list[Any]:
+    """The rooms of the first lobby message for which ``condition`` holds; every message on
+    the way lists rooms of the token's ``queues`` only.
 
     Within 5 s: well before a socket's periodic read (15 s), so only a push can meet it.
     """
@@ -49,6 +56,7 @@ async def pushed_where(socket: ClientConnection, condition: Any) -> list[Any]:
         while True:
             message = json.loads(await socket.recv())
             assert message["type"] == "lobby", message
+            assert {room["queue"] for room in message["rooms"]} <= set(queues), message
             if condition(message["rooms"]):
                 return list(message["rooms"])
 
@@ -71,6 +79,17 @@ async def lobby_where(http: httpx.AsyncClient, bearer: str, condition: Any) -> l
             if condition(rooms):
                 return rooms
             await asyncio.sleep(0.05)
+
+
+async def announcements(pubsub: Any, seconds: float) -> list[bytes]:
+    """What was announced on ``pubsub``'s channels, up to ``seconds`` from now."""
+    heard: list[bytes] = []
+    deadline = time.monotonic() + seconds
+    while (left := deadline - time.monotonic()) > 0:
+        message = await pubsub.get_message(timeout=left)
+        if message is not None and message["type"] == "message":
+            heard.append(message["data"])
+    return heard
 
 
 async def open_call(http: httpx.AsyncClient, room: str, queue: str) -> None:
@@ -185,22 +204,97 @@ async def test_the_lobby_socket_is_for_supervisors_only(
     assert closed.value.rcvd.code == code
 
 
-async def test_the_lobby_socket_answers_a_stray_message_and_stays_open(
+async def test_the_lobby_socket_answers_stray_messages_and_stays_open(
     service: httpx.AsyncClient,
 ) -> None:
     async with lobby_socket(service, SALES_COACH) as sales:
         await pushed_where(sales, lambda rooms: True)
         await sales.send('{"type": "command"}')
-        error = json.loads(await asyncio.wait_for(sales.recv(), 5))
+        text = json.loads(await asyncio.wait_for(sales.recv(), 5))
+        await sales.send(b"\x00binary")
+        binary = json.loads(await asyncio.wait_for(sales.recv(), 5))
         await open_call(service, "r-sales", "sales")
 
-        assert error == {
-            "type": "error",
-            "error": "invalid_message",
-            "detail": "the lobby takes no messages after auth",
-            "id": "",
-        }
+        assert (text["error"], text["detail"]) == (
+            "invalid_message",
+            "the lobby takes no messages after auth",
+        )
+        assert (binary["error"], binary["detail"]) == (
+            "invalid_message",
+            "send JSON in text frames, not binary ones",
+        )
         assert await pushed_where(sales, lambda rooms: rooms and rooms[0]["agent"])
+
+
+async def test_only_what_supervisors_see_is_announced(
+    service: httpx.AsyncClient, redis_client: redis.Redis
+) -> None:
+    store = EventStore(redis_client)
+    coach = token(Role.SUPERVISOR, sub="sup-1", room="r-sales", whisper=True)
+
+    async def after(*commands: str) -> list[bytes]:
+        """What is announced for ``commands`` of the coach, once the lobby has handled them."""
+        for command in commands:
+            await send(service, "r-sales", coach, command)
+        async with asyncio.timeout(5):
+            version = await store.version("r-sales")
+            while int(await redis_client.get(store.keys.lobby_version("r-sales")) or 0) < version:
+                await asyncio.sleep(0.02)
+        return await announcements(pubsub, seconds=0.3)
+
+    await open_call(service, "r-sales", "sales")
+    await lobby_where(service, SALES_COACH, lambda rooms: rooms and rooms[0]["agent"])
+    async with redis_client.pubsub() as pubsub:
+        await pubsub.subscribe(store.keys.lobby_changes(0))
+        await pubsub.get_message(timeout=1)  # subscribed
+
+        assert await after("join") == [b"sales"]  # a coach appears
+        assert await after("start_monitor", "press_talk", "stop_monitor", "start_monitor") == []
+        assert await after("start_whisper") == [b"sales"]  # now coaching
+        assert await after("press_talk", "mute_coach") == []
+
+
+async def test_a_redelivered_event_announces_nothing_again(
+    store: EventStore, redis_client: redis.Redis
+) -> None:
+    lobby = Lobby(store, RoomStates(store))
+    customer = ParticipantJoined(subject="cust", role=Role.CUSTOMER, name="C", queue="sales")
+    await store.append("r-1", [customer], expected_version=0, actor="cust")
+    [envelope] = await store.read("r-1")
+    async with redis_client.pubsub() as pubsub:
+        await pubsub.subscribe(store.keys.lobby_changes(0))
+        await lobby.handle(envelope)
+        await lobby.handle(envelope)  # at least once: a consumer died before its ack
+        announced = await announcements(pubsub, seconds=0.5)
+
+    assert announced == [b"sales"]
+    assert [room.room_id for room in await lobby.rooms(["sales"])] == ["r-1"]
+
+
+async def test_the_lobby_is_pushed_after_its_subscription_was_cut(
+    service: httpx.AsyncClient, redis_client: redis.Redis
+) -> None:
+    async with lobby_socket(service, SALES_COACH) as sales:
+        await pushed_where(sales, lambda rooms: True)
+        assert await redis_client.client_kill_filter(_type="pubsub") == 1
+
+        await open_call(service, "r-sales", "sales")  # while it subscribes again
+
+        assert await pushed_where(sales, lambda rooms: rooms and rooms[0]["agent"])
+
+
+async def test_a_lobby_socket_closes_when_its_token_expires(service: httpx.AsyncClient) -> None:
+    expiring = token(
+        Role.SUPERVISOR, sub="sup-1", room="*", queues=["sales"], exp=int(time.time()) + 2
+    )
+    async with lobby_socket(service, expiring) as socket:
+        assert await pushed_where(socket, lambda rooms: True) == []
+        with pytest.raises(websockets.ConnectionClosed) as closed:
+            await asyncio.wait_for(socket.recv(), 10)
+
+    assert closed.value.rcvd is not None
+    assert closed.value.rcvd.code == 4401
+    assert "expired" in closed.value.rcvd.reason
 
 
 async def queue_of(room_id: str) -> str:

@@ -41,7 +41,9 @@ export class LiveChannel extends EventTarget {
       } catch {
         return;
       }
-      this.retryMs = 500; // the server answered: connected again
+      // Data from the room (or lobby) means connected again; a hello alone may precede a
+      // close for an unavailable store, and must not reset the back-off.
+      if (message.type === "view" || message.type === "lobby") this.retryMs = 500;
       this.dispatchEvent(new CustomEvent(message.type, { detail: message }));
     });
     socket.addEventListener("close", (event) => {

@@ -96,9 +96,23 @@ export function startLobby(credentials) {
     setStatus(claims.name ? `Signed in as ${claims.name}: ${count}.` : `${count}.`);
   };
 
-  channel.addEventListener("lobby", (event) => draw(event.detail.rooms));
-  channel.addEventListener("offline", () => setStatus("Connection lost: reconnecting…"));
-  channel.addEventListener("fatal", (event) => setStatus(event.detail));
+  // While the list cannot be kept current, it says so: greyed out, and busy for screen readers.
+  const stale = (isStale) => {
+    $("#rooms-table").classList.toggle("stale", isStale);
+    $("#rooms-table").setAttribute("aria-busy", String(isStale));
+  };
+  channel.addEventListener("lobby", (event) => {
+    stale(false);
+    draw(event.detail.rooms);
+  });
+  channel.addEventListener("offline", () => {
+    stale(true);
+    setStatus("Connection lost: reconnecting…");
+  });
+  channel.addEventListener("fatal", (event) => {
+    stale(true);
+    setStatus(event.detail);
+  });
   setInterval(tick, 1000);
   channel.connect();
 }

@@ -1,0 +1,77 @@
+"""What the pages' WebSockets share: a token in the first message, JSON text frames, close codes.
+
+Close codes: 4401 no, bad or expired token; 4403 a good token that gives no access here; 4400 a
+room id that cannot exist; 1009 a message over the size limit (uvicorn's ``ws_max_size``);
+1011 the event store or the token issuer is unavailable, so reconnect. A socket is closed with
+4401 when its token expires: a token is checked for its whole life, not only at the start.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable
+
+import msgspec
+from starlette.websockets import WebSocket, WebSocketDisconnect
+
+from services.auth import AuthError, Claims
+
+AUTH_TIMEOUT_S = 5.0
+UNAUTHORIZED, FORBIDDEN, BAD_ROOM = 4401, 4403, 4400
+TRY_AGAIN_LATER = 1011
+
+
+class Auth(msgspec.Struct, frozen=True, tag="auth", forbid_unknown_fields=True):
+    token: str
+
+
+class Error(msgspec.Struct, frozen=True, tag="error"):
+    error: str
+    detail: str
+    id: str = ""
+
+
+_auth_decoder = msgspec.json.Decoder(Auth)
+_encoder = msgspec.json.Encoder()
+
+NOT_TEXT = Error(error="invalid_message", detail="send JSON in text frames, not binary ones")
+
+
+async def receive_text(websocket: WebSocket) -> str | None:
+    """The next text frame, or None for a binary one; WebSocketDisconnect once closed."""
+    message = await websocket.receive()
+    if message["type"] == "websocket.disconnect":
+        raise WebSocketDisconnect(message.get("code", 1000), message.get("reason"))
+    text: str | None = message.get("text")
+    return text
+
+
+async def authenticate(
+    websocket: WebSocket, verify: Callable[[str], Awaitable[Claims]]
+) -> Claims | None:
+    """The claims of the token in the socket's first message, or None once it is closed.
+
+    ``verify`` checks the token for what the socket is for, raising AuthError if it may not.
+    """
+    try:
+        first = await asyncio.wait_for(receive_text(websocket), AUTH_TIMEOUT_S)
+        if first is None:
+            raise msgspec.DecodeError("a binary frame")
+        return await verify(_auth_decoder.decode(first).token)
+    except (TimeoutError, msgspec.DecodeError):
+        await websocket.close(UNAUTHORIZED, 'send {"type": "auth", "token": "<jwt>"} first')
+    except AuthError as exc:
+        code = {403: FORBIDDEN, 503: TRY_AGAIN_LATER}.get(exc.status, UNAUTHORIZED)
+        await websocket.close(code, exc.reason[:120])  # a close reason holds 123 bytes
+    except WebSocketDisconnect:
+        pass
+    return None
+
+
+async def close_when_expired(websocket: WebSocket, expires_in_s: float) -> None:
+    await asyncio.sleep(max(0.0, expires_in_s))
+    await websocket.close(UNAUTHORIZED, "the token has expired: open the page with a new link")
+
+
+async def send_message(websocket: WebSocket, message: msgspec.Struct) -> None:
+    await websocket.send_text(_encoder.encode(message).decode())

@@ -11,7 +11,8 @@ import contextlib
 import logging
 import os
 import socket
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Coroutine
+from typing import Any
 
 import msgspec
 import redis.asyncio as redis
@@ -68,11 +69,23 @@ class Api:
         self.audit = AuditTrail(self.store)
         self.lobby = Lobby(self.store, self.states)
         self.verifier = verifier_from_settings(settings, queue_of=self.queue_of)
+        self.workers: list[asyncio.Task[None]] = []
+        """The projections and watchers running beside the app: none may stop while it runs."""
+
+    def start_worker(self, name: str, work: Coroutine[Any, Any, None]) -> None:
+        worker = asyncio.create_task(work, name=name)
+        worker.add_done_callback(_log_if_failed)
+        self.workers.append(worker)
 
     async def queue_of(self, room_id: str) -> str:
         return (await self.states.current(room_id)).queue
 
     async def healthz(self, request: Request) -> Response:
+        for worker in self.workers:
+            if worker.done() and not worker.cancelled():
+                raise ApiError(
+                    503, "unavailable", f"{worker.get_name()} stopped: {worker.exception()!r}"
+                )
         try:
             await self.client.ping()
         except RedisError as exc:
@@ -144,20 +157,22 @@ def create_app(settings: Settings, client: redis.Redis) -> Starlette:
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         consumer = f"{socket.gethostname()}-{os.getpid()}"
-        background = [
-            asyncio.create_task(run_audit_projection(client, api.store, consumer=consumer)),
-            asyncio.create_task(run_lobby(client, api.lobby, consumer=consumer)),
-            asyncio.create_task(lobby_watchers.run()),
-            asyncio.create_task(trim_feeds(client, api.store.keys, settings.feed_retention_s)),
-        ]
+        api.start_worker(
+            "audit projection", run_audit_projection(client, api.store, consumer=consumer)
+        )
+        api.start_worker("lobby projection", run_lobby(client, api.lobby, consumer=consumer))
+        api.start_worker("lobby watchers", lobby_watchers.run())
+        api.start_worker(
+            "feed trimming", trim_feeds(client, api.store.keys, settings.feed_retention_s)
+        )
         try:
             yield
         finally:
             await media.close()
             await followers.close()
-            for task in background:
-                task.cancel()
-            await asyncio.gather(*background, return_exceptions=True)
+            for worker in api.workers:
+                worker.cancel()
+            await asyncio.gather(*api.workers, return_exceptions=True)
 
     app = Starlette(
         routes=[
@@ -176,6 +191,11 @@ def create_app(settings: Settings, client: redis.Redis) -> Starlette:
     app.state.api = api
     app.state.media = media
     return app
+
+
+def _log_if_failed(worker: asyncio.Task[None]) -> None:
+    if not worker.cancelled() and (failure := worker.exception()) is not None:
+        log.error("%s stopped; /healthz now answers 503", worker.get_name(), exc_info=failure)
 
 
 async def trim_feeds(client: redis.Redis, keys: KeySpace, keep_s: float) -> None:

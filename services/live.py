@@ -47,9 +47,11 @@ from services.sockets import (
     BAD_ROOM,
     NOT_TEXT,
     TRY_AGAIN_LATER,
+    UNAUTHORIZED,
     Error,
+    TokenExpired,
     authenticate,
-    close_when_expired,
+    expire_after,
     receive_text,
     send_message,
 )
@@ -135,11 +137,13 @@ class Live:
             await send_message(websocket, await self._hello(room_id, claims))
             async with asyncio.TaskGroup() as group:
                 group.create_task(self._send_views(websocket, room_id, claims))
-                expiry = close_when_expired(websocket, self.verifier.expires_in_s(claims))
-                group.create_task(expiry)
+                group.create_task(expire_after(self.verifier.expires_in_s(claims)))
                 await self._serve_commands(websocket, room_id, claims)
         except* WebSocketDisconnect:
             pass
+        except* TokenExpired:
+            with contextlib.suppress(RuntimeError):  # the page went at the same moment
+                await websocket.close(UNAUTHORIZED, TokenExpired.reason)
         except* StoreUnavailable as failures:
             log.warning("live %s: %s", room_id, failures.exceptions[0])
             with contextlib.suppress(RuntimeError):  # already closed by the page

@@ -42,9 +42,11 @@ from services.room_states import RoomStates
 from services.sockets import (
     NOT_TEXT,
     TRY_AGAIN_LATER,
+    UNAUTHORIZED,
     Error,
+    TokenExpired,
     authenticate,
-    close_when_expired,
+    expire_after,
     receive_text,
     send_message,
 )
@@ -99,7 +101,6 @@ class Lobby:
             opened_at = before.opened_at if before else await self._opened_at(room_id, envelope)
             state = await self.states.current(room_id)
             entry = live_room(state, opened_at)
-            queue = entry.queue if entry else before.queue if before else ""
             await self._set_entry(
                 keys=[keys.lobby(partition), keys.lobby_version(room_id)],
                 args=[
@@ -107,7 +108,7 @@ class Lobby:
                     state.version,
                     msgspec.json.encode(entry) if entry else b"",
                     keys.lobby_changes(partition),
-                    queue,
+                    state.queue,  # set once, by the first join with a queue: never stale
                 ],
             )
         except RedisError as exc:
@@ -208,13 +209,15 @@ class LobbyWatchers:
         try:
             async with asyncio.TaskGroup() as group:
                 group.create_task(self._push(websocket, frozenset(claims.queues)))
-                expiry = close_when_expired(websocket, self.verifier.expires_in_s(claims))
-                group.create_task(expiry)
+                group.create_task(expire_after(self.verifier.expires_in_s(claims)))
                 while True:  # the page sends nothing after auth; until it goes
                     text = await receive_text(websocket)
                     await send_message(websocket, NOT_TEXT if text is None else NO_MESSAGES)
         except* WebSocketDisconnect:
             pass
+        except* TokenExpired:
+            with contextlib.suppress(RuntimeError):  # the page went at the same moment
+                await websocket.close(UNAUTHORIZED, TokenExpired.reason)
         except* StoreUnavailable as failures:
             log.warning("lobby socket: %s", failures.exceptions[0])
             with contextlib.suppress(RuntimeError):  # already closed by the page
@@ -237,8 +240,11 @@ class LobbyWatchers:
                 if rooms != sent:
                     await send_message(websocket, LobbyMessage(rooms))
                     sent = rooms
+                # asyncio.timeout, not wait_for: on 3.11, wait_for loses a cancellation that
+                # arrives as the wait ends (python/cpython#86296), and the socket never closes.
                 with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(changed.wait(), self.refresh_s)
+                    async with asyncio.timeout(self.refresh_s):
+                        await changed.wait()
         finally:
             del self._waiting[changed]
 

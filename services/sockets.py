@@ -35,6 +35,7 @@ _auth_decoder = msgspec.json.Decoder(Auth)
 _encoder = msgspec.json.Encoder()
 
 NOT_TEXT = Error(error="invalid_message", detail="send JSON in text frames, not binary ones")
+SEND_AUTH_FIRST = 'send {"type": "auth", "token": "<jwt>"} first'
 
 
 async def receive_text(websocket: WebSocket) -> str | None:
@@ -54,12 +55,15 @@ async def authenticate(
     ``verify`` checks the token for what the socket is for, raising AuthError if it may not.
     """
     try:
-        first = await asyncio.wait_for(receive_text(websocket), AUTH_TIMEOUT_S)
-        if first is None:
-            raise msgspec.DecodeError("a binary frame")
-        return await verify(_auth_decoder.decode(first).token)
+        async with asyncio.timeout(AUTH_TIMEOUT_S):  # not wait_for: see services/lobby.py
+            first = await receive_text(websocket)
+        auth = None if first is None else _auth_decoder.decode(first)
+        if auth is None:  # a binary frame
+            await websocket.close(UNAUTHORIZED, SEND_AUTH_FIRST)
+            return None
+        return await verify(auth.token)
     except (TimeoutError, msgspec.DecodeError):
-        await websocket.close(UNAUTHORIZED, 'send {"type": "auth", "token": "<jwt>"} first')
+        await websocket.close(UNAUTHORIZED, SEND_AUTH_FIRST)
     except AuthError as exc:
         code = {403: FORBIDDEN, 503: TRY_AGAIN_LATER}.get(exc.status, UNAUTHORIZED)
         await websocket.close(code, exc.reason[:120])  # a close reason holds 123 bytes
@@ -68,9 +72,17 @@ async def authenticate(
     return None
 
 
-async def close_when_expired(websocket: WebSocket, expires_in_s: float) -> None:
-    await asyncio.sleep(max(0.0, expires_in_s))
-    await websocket.close(UNAUTHORIZED, "the token has expired: open the page with a new link")
+class TokenExpired(Exception):
+    """Raised in a socket's task group when its token expires; the endpoint then closes it."""
+
+    reason = "the token has expired: open the page with a new link"
+
+
+async def expire_after(seconds: float) -> None:
+    """Raise TokenExpired in ``seconds``: run in the socket's task group, it stops the others
+    before the endpoint closes the socket, so that nothing is sent after the close."""
+    await asyncio.sleep(max(0.0, seconds))
+    raise TokenExpired
 
 
 async def send_message(websocket: WebSocket, message: msgspec.Struct) -> None:

@@ -40,6 +40,26 @@ async def test_healthz_answers_ok(service: httpx.AsyncClient) -> None:
     assert (response.status_code, response.json()) == (200, {"status": "ok"})
 
 
+async def test_healthz_answers_503_once_a_worker_beside_the_app_has_stopped(
+    redis_server: RedisServer, redis_client: redis.Redis
+) -> None:
+    async def broken() -> None:
+        raise ValueError("a bug")
+
+    async with running_service(redis_server.url, redis_client) as running:
+        api = running.app.state.api
+        api.start_worker("lobby watchers (test double)", broken())
+        await asyncio.sleep(0)  # it runs, and fails
+        await asyncio.sleep(0)
+        response = await running.http.get("/healthz")
+
+    assert response.status_code == 503
+    assert response.json() == {
+        "error": "unavailable",
+        "detail": "lobby watchers (test double) stopped: ValueError('a bug')",
+    }
+
+
 async def test_accepted_command_answers_201_with_the_stored_versions(
     service: httpx.AsyncClient,
 ) -> None:

@@ -18,6 +18,7 @@ from websockets.asyncio.client import ClientConnection
 
 from events.room import ParticipantJoined, Role
 from events.store import EventStore
+from projections.room import RoomState, fold, initial_state
 from services.auth import AuthError, TokenVerifier
 from services.lobby import Lobby
 from services.redis_server import RedisServer
@@ -269,6 +270,36 @@ async def test_a_redelivered_event_announces_nothing_again(
 
     assert announced == [b"sales"]
     assert [room.room_id for room in await lobby.rooms(["sales"])] == ["r-1"]
+
+
+class StatesAsOf(RoomStates):
+    """A room's state as an overtaken handler saw it: as of ``version``, not the newest."""
+
+    def __init__(self, store: EventStore, version: int) -> None:
+        super().__init__(store)
+        self.version = version
+
+    async def current(self, room_id: str) -> RoomState:
+        return fold(initial_state(room_id), await self.store.read(room_id, count=self.version))
+
+
+async def test_an_entry_is_never_written_from_an_older_state_than_the_listed_one(
+    store: EventStore, redis_client: redis.Redis
+) -> None:
+    customer = ParticipantJoined(subject="cust", role=Role.CUSTOMER, name="C", queue="sales")
+    agent = ParticipantJoined(subject="agent", role=Role.AGENT, name="A", queue="sales")
+    await store.append("r-1", [customer, agent], expected_version=0, actor="cust")
+    first, second = await store.read("r-1")
+    await Lobby(store, RoomStates(store)).handle(second)  # lists the room at version 2
+    async with redis_client.pubsub() as pubsub:
+        await pubsub.subscribe(store.keys.lobby_changes(0))
+
+        await Lobby(store, StatesAsOf(store, 1)).handle(first)  # overtaken: saw version 1
+        announced = await announcements(pubsub, seconds=0.3)
+
+    [room] = await Lobby(store, RoomStates(store)).rooms(["sales"])
+    assert room.agent == "A"  # not the version-1 entry, which had no agent
+    assert announced == []
 
 
 async def test_the_lobby_is_pushed_after_its_subscription_was_cut(

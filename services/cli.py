@@ -54,7 +54,8 @@ async def redis_for(settings: Settings) -> AsyncIterator[redis.Redis]:
         server.start()
         log.info("started %s on %s, data in %s", server.binary, server.url, redis_dir)
         url = server.url
-    client = redis.Redis.from_url(url)
+    # A connect timeout bounds each reconnect while Redis is away (redis-py sets none).
+    client = redis.Redis.from_url(url, socket_connect_timeout=5)
     try:
         yield client
     finally:

@@ -307,7 +307,7 @@ async def test_the_lobby_is_pushed_after_its_subscription_was_cut(
 ) -> None:
     async with lobby_socket(service, SALES_COACH) as sales:
         await pushed_where(sales, lambda rooms: True)
-        assert await redis_client.client_kill_filter(_type="pubsub") == 1
+        assert await redis_client.client_kill_filter(_type="pubsub") >= 1  # the watchers'
 
         await open_call(service, "r-sales", "sales")  # while it subscribes again
 

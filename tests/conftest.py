@@ -11,9 +11,11 @@ import subprocess
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
+import httpx
 import pytest
 import redis.asyncio as redis
 from hypothesis import settings
+from support import RunningService, running_service
 
 from events.store import EventStore
 from services.ice import gather_on
@@ -81,3 +83,18 @@ async def redis_client(redis_server: RedisServer) -> AsyncIterator[redis.Redis]:
 @pytest.fixture
 async def store(redis_client: redis.Redis) -> EventStore:
     return EventStore(redis_client)
+
+
+@pytest.fixture
+async def service(
+    redis_server: RedisServer, redis_client: redis.Redis
+) -> AsyncIterator[RunningService]:
+    """The whole app under a real uvicorn on loopback, on the test's Redis."""
+    async with running_service(redis_server.url, redis_client) as running:
+        yield running
+
+
+@pytest.fixture
+def http(service: RunningService) -> httpx.AsyncClient:
+    """A client of ``service``."""
+    return service.http

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator
 
 import httpx
 import jwt
@@ -14,14 +13,6 @@ from support import running_service, token
 
 from events.room import Role
 from services.redis_server import RedisServer
-
-
-@pytest.fixture
-async def service(
-    redis_server: RedisServer, redis_client: redis.Redis
-) -> AsyncIterator[httpx.AsyncClient]:
-    async with running_service(redis_server.url, redis_client) as running:
-        yield running.http
 
 
 def bearer(value: str) -> dict[str, str]:
@@ -34,8 +25,8 @@ async def command(
     return await client.post(f"/rooms/{room}/commands", json=body, headers=bearer(value))
 
 
-async def test_healthz_answers_ok(service: httpx.AsyncClient) -> None:
-    response = await service.get("/healthz")
+async def test_healthz_answers_ok(http: httpx.AsyncClient) -> None:
+    response = await http.get("/healthz")
 
     assert (response.status_code, response.json()) == (200, {"status": "ok"})
 
@@ -61,33 +52,31 @@ async def test_healthz_answers_503_once_a_worker_beside_the_app_has_stopped(
 
 
 async def test_accepted_command_answers_201_with_the_stored_versions(
-    service: httpx.AsyncClient,
+    http: httpx.AsyncClient,
 ) -> None:
     coach = token(Role.SUPERVISOR, whisper=True)
-    assert (await command(service, coach, {"command": "join"})).status_code == 201
+    assert (await command(http, coach, {"command": "join"})).status_code == 201
 
-    response = await command(service, coach, {"command": "start_whisper"})
+    response = await command(http, coach, {"command": "start_whisper"})
 
     assert response.status_code == 201
     assert response.json() == {"first_version": 2, "last_version": 3, "duplicate": False}
 
 
-async def test_command_that_changes_nothing_answers_200(service: httpx.AsyncClient) -> None:
+async def test_command_that_changes_nothing_answers_200(http: httpx.AsyncClient) -> None:
     agent = token(Role.AGENT)
-    await command(service, agent, {"command": "join"})
+    await command(http, agent, {"command": "join"})
 
-    response = await command(service, agent, {"command": "join"})
+    response = await command(http, agent, {"command": "join"})
 
     assert (response.status_code, response.json()) == (200, {"version": 1})
 
 
-async def test_customer_sending_a_cue_is_rejected_with_409(service: httpx.AsyncClient) -> None:
+async def test_customer_sending_a_cue_is_rejected_with_409(http: httpx.AsyncClient) -> None:
     customer = token(Role.CUSTOMER)
-    await command(service, customer, {"command": "join"})
+    await command(http, customer, {"command": "join"})
 
-    response = await command(
-        service, customer, {"command": "send_cue", "cue_id": "c1", "text": "hi"}
-    )
+    response = await command(http, customer, {"command": "send_cue", "cue_id": "c1", "text": "hi"})
 
     assert response.status_code == 409
     assert response.json()["error"] == "rejected"
@@ -136,15 +125,13 @@ async def test_customer_sending_a_cue_is_rejected_with_409(service: httpx.AsyncC
     ],
 )
 async def test_bad_tokens_are_refused_and_nothing_is_stored(
-    service: httpx.AsyncClient,
+    http: httpx.AsyncClient,
     redis_client: redis.Redis,
     headers: dict[str, str],
     status: int,
     detail: str,
 ) -> None:
-    response = await service.post(
-        "/rooms/room-1/commands", json={"command": "join"}, headers=headers
-    )
+    response = await http.post("/rooms/room-1/commands", json={"command": "join"}, headers=headers)
 
     assert response.status_code == status
     assert detail in response.json()["detail"]
@@ -183,35 +170,33 @@ async def test_bad_tokens_are_refused_and_nothing_is_stored(
     ids=["malformed", "unknown-command", "wrong-type", "unknown-field", "oversized"],
 )
 async def test_bad_bodies_get_a_clear_error_and_the_service_keeps_running(
-    service: httpx.AsyncClient, content: bytes, status: int, error: str, detail: str
+    http: httpx.AsyncClient, content: bytes, status: int, error: str, detail: str
 ) -> None:
     agent = token(Role.AGENT)
 
-    response = await service.post("/rooms/room-1/commands", content=content, headers=bearer(agent))
+    response = await http.post("/rooms/room-1/commands", content=content, headers=bearer(agent))
 
     assert (response.status_code, response.json()["error"]) == (status, error)
     assert detail in response.json()["detail"]
-    assert (await command(service, agent, {"command": "join"})).status_code == 201
+    assert (await command(http, agent, {"command": "join"})).status_code == 201
 
 
-async def test_room_id_that_cannot_name_a_stream_is_a_400(service: httpx.AsyncClient) -> None:
-    response = await command(
-        service, token(Role.AGENT, room="a{b}"), {"command": "join"}, room="a{b}"
-    )
+async def test_room_id_that_cannot_name_a_stream_is_a_400(http: httpx.AsyncClient) -> None:
+    response = await command(http, token(Role.AGENT, room="a{b}"), {"command": "join"}, room="a{b}")
 
     assert (response.status_code, response.json()["error"]) == (400, "invalid_room")
 
 
-async def test_audit_timeline_is_served_to_supervisors_only(service: httpx.AsyncClient) -> None:
+async def test_audit_timeline_is_served_to_supervisors_only(http: httpx.AsyncClient) -> None:
     coach = token(Role.SUPERVISOR, whisper=True)
     agent = token(Role.AGENT)
-    await command(service, agent, {"command": "join"})
-    await command(service, coach, {"command": "join"})
-    await command(service, coach, {"command": "start_whisper"})
+    await command(http, agent, {"command": "join"})
+    await command(http, coach, {"command": "join"})
+    await command(http, coach, {"command": "start_whisper"})
 
     deadline = time.monotonic() + 10
     while True:  # the audit projection follows the feed: wait until it has caught up
-        body = (await service.get("/rooms/room-1/audit", headers=bearer(coach))).json()
+        body = (await http.get("/rooms/room-1/audit", headers=bearer(coach))).json()
         if body["verification"]["checked"] == 4 or time.monotonic() > deadline:
             break
         await asyncio.sleep(0.05)
@@ -219,23 +204,23 @@ async def test_audit_timeline_is_served_to_supervisors_only(service: httpx.Async
     assert body["verification"]["ok"] is True
     [whisper] = body["timeline"]["whispers"]
     assert (whisper["subject"], whisper["ended"]) == ("supervisor-1", None)
-    refused = await service.get("/rooms/room-1/audit", headers=bearer(agent))
+    refused = await http.get("/rooms/room-1/audit", headers=bearer(agent))
     assert (refused.status_code, refused.json()["error"]) == (403, "forbidden")
 
 
-async def test_audit_of_a_room_without_events_is_a_404(service: httpx.AsyncClient) -> None:
-    response = await service.get(
+async def test_audit_of_a_room_without_events_is_a_404(http: httpx.AsyncClient) -> None:
+    response = await http.get(
         "/rooms/room-9/audit", headers=bearer(token(Role.SUPERVISOR, room="room-9"))
     )
 
     assert (response.status_code, response.json()["error"]) == (404, "not_found")
 
 
-async def test_customer_command_replies_carry_no_versions(service: httpx.AsyncClient) -> None:
+async def test_customer_command_replies_carry_no_versions(http: httpx.AsyncClient) -> None:
     coach = token(Role.SUPERVISOR, whisper=True)
-    await command(service, coach, {"command": "join"})
-    await command(service, coach, {"command": "start_monitor"})
+    await command(http, coach, {"command": "join"})
+    await command(http, coach, {"command": "start_monitor"})
 
-    joined = await command(service, token(Role.CUSTOMER), {"command": "join"})
+    joined = await command(http, token(Role.CUSTOMER), {"command": "join"})
 
     assert (joined.status_code, joined.json()) == (201, {})

@@ -30,12 +30,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import redis.asyncio as redis
 import websockets
-from support import RunningService, running_service, token
+from support import RunningService, token
 
 from events.room import Role
-from services.redis_server import RedisServer
 
 pytestmark = pytest.mark.newest_redis
 
@@ -347,14 +345,6 @@ async def launch_firefox(tmp: Path, microphone_for: str) -> AsyncIterator[Firefo
                 firefox.reader.cancel()
     finally:
         await asyncio.to_thread(stop, process)
-
-
-@pytest.fixture
-async def service(
-    redis_server: RedisServer, redis_client: redis.Redis
-) -> AsyncIterator[RunningService]:
-    async with running_service(redis_server.url, redis_client) as running:
-        yield running
 
 
 COACH_STATE_IS = "document.querySelector('#me')?.textContent === {!r}"

@@ -12,22 +12,13 @@ from typing import Any
 import pytest
 import redis.asyncio as redis
 import websockets
-from support import RunningService, running_service, token
+from support import RunningService, token
 from websockets.asyncio.client import ClientConnection
 
 from events.room import Role
 from services.bench.pages import blocking_read_ids
-from services.redis_server import RedisServer
 
 pytestmark = pytest.mark.newest_redis
-
-
-@pytest.fixture
-async def service(
-    redis_server: RedisServer, redis_client: redis.Redis
-) -> AsyncIterator[RunningService]:
-    async with running_service(redis_server.url, redis_client) as running:
-        yield running
 
 
 class Page:

@@ -13,7 +13,7 @@ import httpx
 import pytest
 import redis.asyncio as redis
 import websockets
-from support import SECRET, running_service, token
+from support import SECRET, token
 from websockets.asyncio.client import ClientConnection
 
 from events.room import ParticipantJoined, Role
@@ -21,20 +21,11 @@ from events.store import EventStore
 from projections.room import RoomState, fold, initial_state
 from services.auth import AuthError, TokenVerifier
 from services.lobby import Lobby
-from services.redis_server import RedisServer
 from services.room_states import RoomStates
 
 pytestmark = pytest.mark.newest_redis
 
 SALES_COACH = token(Role.SUPERVISOR, sub="sup-1", room="*", queues=["sales"], whisper=True)
-
-
-@pytest.fixture
-async def service(
-    redis_server: RedisServer, redis_client: redis.Redis
-) -> AsyncIterator[httpx.AsyncClient]:
-    async with running_service(redis_server.url, redis_client) as running:
-        yield running.http
 
 
 @contextlib.asynccontextmanager
@@ -100,15 +91,15 @@ async def open_call(http: httpx.AsyncClient, room: str, queue: str) -> None:
 
 
 async def test_lobby_lists_the_live_rooms_of_the_tokens_queues_only(
-    service: httpx.AsyncClient,
+    http: httpx.AsyncClient,
 ) -> None:
-    await open_call(service, "r-sales", "sales")
-    await open_call(service, "r-support", "support")
+    await open_call(http, "r-sales", "sales")
+    await open_call(http, "r-support", "support")
 
     support_coach = token(Role.SUPERVISOR, sub="sup-2", room="*", queues=["support"])
-    await lobby_where(service, support_coach, lambda rooms: rooms and rooms[0]["agent"])
+    await lobby_where(http, support_coach, lambda rooms: rooms and rooms[0]["agent"])
 
-    rooms = await lobby_where(service, SALES_COACH, lambda rooms: rooms and rooms[0]["agent"])
+    rooms = await lobby_where(http, SALES_COACH, lambda rooms: rooms and rooms[0]["agent"])
 
     [room] = rooms
     assert (room["room_id"], room["queue"]) == ("r-sales", "sales")
@@ -117,30 +108,30 @@ async def test_lobby_lists_the_live_rooms_of_the_tokens_queues_only(
 
 
 async def test_a_token_for_every_room_of_a_queue_coaches_there_and_nowhere_else(
-    service: httpx.AsyncClient,
+    http: httpx.AsyncClient,
 ) -> None:
-    await open_call(service, "r-sales", "sales")
-    await open_call(service, "r-support", "support")
+    await open_call(http, "r-sales", "sales")
+    await open_call(http, "r-support", "support")
 
-    joined = await send(service, "r-sales", SALES_COACH, "join")
-    whispering = await send(service, "r-sales", SALES_COACH, "start_whisper")
-    refused = await send(service, "r-support", SALES_COACH, "join")
+    joined = await send(http, "r-sales", SALES_COACH, "join")
+    whispering = await send(http, "r-sales", SALES_COACH, "start_whisper")
+    refused = await send(http, "r-support", SALES_COACH, "join")
 
     assert (joined.status_code, whispering.status_code) == (201, 201)
     assert refused.status_code == 403
     assert "not in the token's queues ['sales']" in refused.json()["detail"]
-    rooms = await lobby_where(service, SALES_COACH, lambda rooms: rooms and rooms[0]["coaching"])
+    rooms = await lobby_where(http, SALES_COACH, lambda rooms: rooms and rooms[0]["coaching"])
     assert rooms[0]["coaching"] == ["Sup-1"]
 
 
-async def test_a_closed_room_leaves_the_lobby(service: httpx.AsyncClient) -> None:
-    await open_call(service, "r-sales", "sales")
-    await lobby_where(service, SALES_COACH, lambda rooms: len(rooms) == 1)
+async def test_a_closed_room_leaves_the_lobby(http: httpx.AsyncClient) -> None:
+    await open_call(http, "r-sales", "sales")
+    await lobby_where(http, SALES_COACH, lambda rooms: len(rooms) == 1)
 
     agent = token(Role.AGENT, room="r-sales", sub="agent-r-sales", queue="sales")
-    assert (await send(service, "r-sales", agent, "close_room")).status_code == 201
+    assert (await send(http, "r-sales", agent, "close_room")).status_code == 201
 
-    assert await lobby_where(service, SALES_COACH, lambda rooms: rooms == []) == []
+    assert await lobby_where(http, SALES_COACH, lambda rooms: rooms == []) == []
 
 
 @pytest.mark.parametrize(
@@ -153,21 +144,21 @@ async def test_a_closed_room_leaves_the_lobby(service: httpx.AsyncClient) -> Non
     ids=["agent", "customer-any-room", "garbage"],
 )
 async def test_lobby_is_for_supervisors_only(
-    service: httpx.AsyncClient, bearer: str, status: int
+    http: httpx.AsyncClient, bearer: str, status: int
 ) -> None:
-    response = await service.get("/lobby", headers={"authorization": f"Bearer {bearer}"})
+    response = await http.get("/lobby", headers={"authorization": f"Bearer {bearer}"})
 
     assert response.status_code == status
 
 
 async def test_the_lobby_socket_pushes_each_change_to_the_tokens_queues(
-    service: httpx.AsyncClient,
+    http: httpx.AsyncClient,
 ) -> None:
-    async with lobby_socket(service, SALES_COACH) as sales:
+    async with lobby_socket(http, SALES_COACH) as sales:
         assert await pushed_where(sales, lambda rooms: True) == []
 
-        await open_call(service, "r-support", "support")
-        await open_call(service, "r-sales", "sales")
+        await open_call(http, "r-support", "support")
+        await open_call(http, "r-sales", "sales")
         [room] = await pushed_where(sales, lambda rooms: rooms and rooms[0]["agent"])
         assert (room["room_id"], room["customer"], room["agent"]) == (
             "r-sales",
@@ -175,13 +166,13 @@ async def test_the_lobby_socket_pushes_each_change_to_the_tokens_queues(
             "Agent-R-Sales",
         )
 
-        assert (await send(service, "r-sales", SALES_COACH, "join")).status_code == 201
-        assert (await send(service, "r-sales", SALES_COACH, "start_whisper")).status_code == 201
+        assert (await send(http, "r-sales", SALES_COACH, "join")).status_code == 201
+        assert (await send(http, "r-sales", SALES_COACH, "start_whisper")).status_code == 201
         [room] = await pushed_where(sales, lambda rooms: rooms[0]["coaching"])
         assert room["coaching"] == ["Sup-1"]
 
         agent = token(Role.AGENT, room="r-sales", sub="agent-r-sales", queue="sales")
-        assert (await send(service, "r-sales", agent, "close_room")).status_code == 201
+        assert (await send(http, "r-sales", agent, "close_room")).status_code == 201
         assert await pushed_where(sales, lambda rooms: rooms == []) == []
 
 
@@ -195,9 +186,9 @@ async def test_the_lobby_socket_pushes_each_change_to_the_tokens_queues(
     ids=["agent", "customer-any-room", "garbage"],
 )
 async def test_the_lobby_socket_is_for_supervisors_only(
-    service: httpx.AsyncClient, bearer: str, code: int
+    http: httpx.AsyncClient, bearer: str, code: int
 ) -> None:
-    async with lobby_socket(service, bearer) as socket:
+    async with lobby_socket(http, bearer) as socket:
         with pytest.raises(websockets.ConnectionClosed) as closed:
             await asyncio.wait_for(socket.recv(), 10)
 
@@ -206,15 +197,15 @@ async def test_the_lobby_socket_is_for_supervisors_only(
 
 
 async def test_the_lobby_socket_answers_stray_messages_and_stays_open(
-    service: httpx.AsyncClient,
+    http: httpx.AsyncClient,
 ) -> None:
-    async with lobby_socket(service, SALES_COACH) as sales:
+    async with lobby_socket(http, SALES_COACH) as sales:
         await pushed_where(sales, lambda rooms: True)
         await sales.send('{"type": "command"}')
         text = json.loads(await asyncio.wait_for(sales.recv(), 5))
         await sales.send(b"\x00binary")
         binary = json.loads(await asyncio.wait_for(sales.recv(), 5))
-        await open_call(service, "r-sales", "sales")
+        await open_call(http, "r-sales", "sales")
 
         assert (text["error"], text["detail"]) == (
             "invalid_message",
@@ -228,7 +219,7 @@ async def test_the_lobby_socket_answers_stray_messages_and_stays_open(
 
 
 async def test_only_what_supervisors_see_is_announced(
-    service: httpx.AsyncClient, redis_client: redis.Redis
+    http: httpx.AsyncClient, redis_client: redis.Redis
 ) -> None:
     store = EventStore(redis_client)
     coach = token(Role.SUPERVISOR, sub="sup-1", room="r-sales", whisper=True)
@@ -236,15 +227,15 @@ async def test_only_what_supervisors_see_is_announced(
     async def after(*commands: str) -> list[bytes]:
         """What is announced for ``commands`` of the coach, once the lobby has handled them."""
         for command in commands:
-            await send(service, "r-sales", coach, command)
+            await send(http, "r-sales", coach, command)
         async with asyncio.timeout(5):
             version = await store.version("r-sales")
             while int(await redis_client.get(store.keys.lobby_version("r-sales")) or 0) < version:
                 await asyncio.sleep(0.02)
         return await announcements(pubsub, seconds=0.3)
 
-    await open_call(service, "r-sales", "sales")
-    await lobby_where(service, SALES_COACH, lambda rooms: rooms and rooms[0]["agent"])
+    await open_call(http, "r-sales", "sales")
+    await lobby_where(http, SALES_COACH, lambda rooms: rooms and rooms[0]["agent"])
     async with redis_client.pubsub() as pubsub:
         await pubsub.subscribe(store.keys.lobby_changes(0))
         await pubsub.get_message(timeout=1)  # subscribed
@@ -303,22 +294,22 @@ async def test_an_entry_is_never_written_from_an_older_state_than_the_listed_one
 
 
 async def test_the_lobby_is_pushed_after_its_subscription_was_cut(
-    service: httpx.AsyncClient, redis_client: redis.Redis
+    http: httpx.AsyncClient, redis_client: redis.Redis
 ) -> None:
-    async with lobby_socket(service, SALES_COACH) as sales:
+    async with lobby_socket(http, SALES_COACH) as sales:
         await pushed_where(sales, lambda rooms: True)
         assert await redis_client.client_kill_filter(_type="pubsub") >= 1  # the watchers'
 
-        await open_call(service, "r-sales", "sales")  # while it subscribes again
+        await open_call(http, "r-sales", "sales")  # while it subscribes again
 
         assert await pushed_where(sales, lambda rooms: rooms and rooms[0]["agent"])
 
 
-async def test_a_lobby_socket_closes_when_its_token_expires(service: httpx.AsyncClient) -> None:
+async def test_a_lobby_socket_closes_when_its_token_expires(http: httpx.AsyncClient) -> None:
     expiring = token(
         Role.SUPERVISOR, sub="sup-1", room="*", queues=["sales"], exp=int(time.time()) + 2
     )
-    async with lobby_socket(service, expiring) as socket:
+    async with lobby_socket(http, expiring) as socket:
         assert await pushed_where(socket, lambda rooms: True) == []
         with pytest.raises(websockets.ConnectionClosed) as closed:
             await asyncio.wait_for(socket.recv(), 10)

@@ -2,24 +2,12 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-
 import pytest
-import redis.asyncio as redis
-from support import RunningService, running_service
+from support import RunningService
 
 from services.pages import PAGES, STATIC
-from services.redis_server import RedisServer
 
 pytestmark = pytest.mark.newest_redis
-
-
-@pytest.fixture
-async def service(
-    redis_server: RedisServer, redis_client: redis.Redis
-) -> AsyncIterator[RunningService]:
-    async with running_service(redis_server.url, redis_client) as running:
-        yield running
 
 
 @pytest.mark.parametrize("page", PAGES)

@@ -26,13 +26,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import datetime as dt
-import logging
 import time
 
 import msgspec
-from starlette.websockets import WebSocket, WebSocketDisconnect
+from starlette.websockets import WebSocket
 
-from events.errors import InvalidRoomId, StoreUnavailable
+from events.errors import InvalidRoomId
 from events.keys import check_room_id
 from events.room import Role
 from events.store import EventStore
@@ -46,17 +45,13 @@ from services.router import slot_names
 from services.sockets import (
     BAD_ROOM,
     NOT_TEXT,
-    TRY_AGAIN_LATER,
-    UNAUTHORIZED,
     Error,
-    TokenExpired,
     authenticate,
+    closed_as_it_ends,
     expire_after,
     receive_text,
     send_message,
 )
-
-log = logging.getLogger(__name__)
 
 
 class Command(msgspec.Struct, frozen=True, tag="command", forbid_unknown_fields=True):
@@ -133,21 +128,12 @@ class Live:
         )
         if claims is None:
             return
-        try:
+        async with closed_as_it_ends(websocket, log_as=f"live {room_id}"):
             await send_message(websocket, await self._hello(room_id, claims))
             async with asyncio.TaskGroup() as group:
                 group.create_task(self._send_views(websocket, room_id, claims))
                 group.create_task(expire_after(self.verifier.expires_in_s(claims)))
                 await self._serve_commands(websocket, room_id, claims)
-        except* WebSocketDisconnect:
-            pass
-        except* TokenExpired:
-            with contextlib.suppress(RuntimeError):  # the page went at the same moment
-                await websocket.close(UNAUTHORIZED, TokenExpired.reason)
-        except* StoreUnavailable as failures:
-            log.warning("live %s: %s", room_id, failures.exceptions[0])
-            with contextlib.suppress(RuntimeError):  # already closed by the page
-                await websocket.close(TRY_AGAIN_LATER, "event store unavailable; reconnect")
 
     async def _hello(self, room_id: str, claims: Claims) -> Hello:
         slots = slot_names(claims.role, self.coach_slots)

@@ -29,7 +29,7 @@ from typing import Any
 import msgspec
 import redis.asyncio as redis
 from redis.exceptions import RedisError
-from starlette.websockets import WebSocket, WebSocketDisconnect
+from starlette.websockets import WebSocket
 
 from events.envelope import Envelope
 from events.errors import StoreUnavailable
@@ -41,11 +41,9 @@ from services.auth import AuthError, Claims, TokenVerifier
 from services.room_states import RoomStates
 from services.sockets import (
     NOT_TEXT,
-    TRY_AGAIN_LATER,
-    UNAUTHORIZED,
     Error,
-    TokenExpired,
     authenticate,
+    closed_as_it_ends,
     expire_after,
     receive_text,
     send_message,
@@ -206,22 +204,15 @@ class LobbyWatchers:
         claims = await authenticate(websocket, self._supervisor)
         if claims is None:
             return
-        try:
-            async with asyncio.TaskGroup() as group:
-                group.create_task(self._push(websocket, frozenset(claims.queues)))
-                group.create_task(expire_after(self.verifier.expires_in_s(claims)))
-                while True:  # the page sends nothing after auth; until it goes
-                    text = await receive_text(websocket)
-                    await send_message(websocket, NOT_TEXT if text is None else NO_MESSAGES)
-        except* WebSocketDisconnect:
-            pass
-        except* TokenExpired:
-            with contextlib.suppress(RuntimeError):  # the page went at the same moment
-                await websocket.close(UNAUTHORIZED, TokenExpired.reason)
-        except* StoreUnavailable as failures:
-            log.warning("lobby socket: %s", failures.exceptions[0])
-            with contextlib.suppress(RuntimeError):  # already closed by the page
-                await websocket.close(TRY_AGAIN_LATER, "event store unavailable; reconnect")
+        async with (
+            closed_as_it_ends(websocket, log_as="lobby socket"),
+            asyncio.TaskGroup() as group,
+        ):
+            group.create_task(self._push(websocket, frozenset(claims.queues)))
+            group.create_task(expire_after(self.verifier.expires_in_s(claims)))
+            while True:  # the page sends nothing after auth; until it goes
+                text = await receive_text(websocket)
+                await send_message(websocket, NOT_TEXT if text is None else NO_MESSAGES)
 
     async def _supervisor(self, token: str) -> Claims:
         claims = await self.verifier.claims_async(token)

@@ -9,12 +9,17 @@ room id that cannot exist; 1009 a message over the size limit (uvicorn's ``ws_ma
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable
+import contextlib
+import logging
+from collections.abc import AsyncIterator, Awaitable, Callable
 
 import msgspec
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
+from events.errors import StoreUnavailable
 from services.auth import AuthError, Claims
+
+log = logging.getLogger(__name__)
 
 AUTH_TIMEOUT_S = 5.0
 UNAUTHORIZED, FORBIDDEN, BAD_ROOM = 4401, 4403, 4400
@@ -83,6 +88,23 @@ async def expire_after(seconds: float) -> None:
     before the endpoint closes the socket, so that nothing is sent after the close."""
     await asyncio.sleep(max(0.0, seconds))
     raise TokenExpired
+
+
+@contextlib.asynccontextmanager
+async def closed_as_it_ends(websocket: WebSocket, log_as: str) -> AsyncIterator[None]:
+    """Run a socket's work, then close it once with the code that says why it ended: nothing
+    to do if the page went; 4401 if its token expired; 1011 (reconnect) if the store failed."""
+    try:
+        yield
+    except* WebSocketDisconnect:
+        pass
+    except* TokenExpired:
+        with contextlib.suppress(RuntimeError):  # the page went at the same moment
+            await websocket.close(UNAUTHORIZED, TokenExpired.reason)
+    except* StoreUnavailable as failures:
+        log.warning("%s: %s", log_as, failures.exceptions[0])
+        with contextlib.suppress(RuntimeError):  # already closed by the page
+            await websocket.close(TRY_AGAIN_LATER, "event store unavailable; reconnect")
 
 
 async def send_message(websocket: WebSocket, message: msgspec.Struct) -> None:

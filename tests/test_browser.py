@@ -108,6 +108,15 @@ class Call:
         self.pages[subject] = page
         return page
 
+    async def command(self, room: str, bearer: str, command: str, **fields: object) -> None:
+        """A command over HTTP, as another system would send it; it must be stored (201)."""
+        response = await self.service.http.post(
+            f"/rooms/{room}/commands",
+            json={"command": command, **fields},
+            headers={"Authorization": f"Bearer {bearer}"},
+        )
+        assert response.status_code == 201, response.text
+
     async def close(self) -> None:
         await asyncio.gather(*(browser.close() for browser in self.browsers))
 
@@ -386,12 +395,7 @@ async def test_a_supervisor_opens_a_room_of_their_queue_from_the_lobby_and_whisp
     call.queue, call.lobby_queues = "sales", ["sales"]
     _, agent = await start_call(call)
     other_queue = token(Role.CUSTOMER, room="room-2", sub="cust-2", name="Pat", queue="support")
-    joined = await call.service.http.post(
-        "/rooms/room-2/commands",
-        json={"command": "join"},
-        headers={"Authorization": f"Bearer {other_queue}"},
-    )
-    assert joined.status_code == 201, joined.text
+    await call.command("room-2", other_queue, "join")
     support_lead = token(Role.SUPERVISOR, room="*", sub="sup-9", queues=["support"])
     listed = await until(
         lambda: call.service.http.get(
@@ -433,21 +437,11 @@ async def test_a_supervisor_opens_a_room_of_their_queue_from_the_lobby_and_whisp
     )
     # A new call in the queue is pushed to the open lobby, well before its 15 s re-read.
     new_call = token(Role.CUSTOMER, room="room-3", sub="cust-3", name="Lee", queue="sales")
-    joined = await call.service.http.post(
-        "/rooms/room-3/commands",
-        json={"command": "join"},
-        headers={"Authorization": f"Bearer {new_call}"},
-    )
-    assert joined.status_code == 201, joined.text
+    await call.command("room-3", new_call, "join")
     await expect(lobby.page.locator('#rooms tr[data-room="room-3"]')).to_contain_text(
         "Lee", timeout=5_000
     )
-    left = await call.service.http.post(  # and it leaves when it empties
-        "/rooms/room-3/commands",
-        json={"command": "leave"},
-        headers={"Authorization": f"Bearer {new_call}"},
-    )
-    assert left.status_code == 201, left.text
+    await call.command("room-3", new_call, "leave")  # and it leaves when it empties
     await expect(lobby.page.locator('#rooms tr[data-room="room-3"]')).to_have_count(
         0, timeout=5_000
     )
@@ -469,15 +463,9 @@ async def test_pages_reconnect_on_their_own_after_losing_redis_and_catch_up(
         while not killed:  # the pages' follower of room-1 and the room actor's
             killed = await redis_client.client_kill_filter(_type="normal", skipme=True)
     coach = token(Role.SUPERVISOR, sub="sup-1", name="Sam Super", whisper=True)
-    for command in (
-        {"command": "join"},
-        {"command": "set_coach_mode", "mode": "open_mic"},
-        {"command": "start_whisper"},
-    ):
-        response = await call.service.http.post(
-            "/rooms/room-1/commands", json=command, headers={"Authorization": f"Bearer {coach}"}
-        )
-        assert response.status_code == 201, response.text
+    await call.command("room-1", coach, "join")
+    await call.command("room-1", coach, "set_coach_mode", mode="open_mic")
+    await call.command("room-1", coach, "start_whisper")
 
     await expect(badge(agent, "sup-1")).to_be_visible()
     await expect(agent.page.get_by_role("status")).to_have_text("On the call.")

@@ -25,13 +25,14 @@ log = logging.getLogger(__name__)
 class _Follower:
     """The one blocking read on a room's stream, and the state it has folded so far."""
 
-    def __init__(self, state: RoomState) -> None:
+    def __init__(self, state: RoomState, store: EventStore) -> None:
         self.state = state
         self.watchers = 0
         self.failure: Exception | None = None
         self._changed = asyncio.Event()
+        self.task = asyncio.create_task(self._follow(store))
 
-    async def follow(self, store: EventStore) -> None:
+    async def _follow(self, store: EventStore) -> None:
         try:
             async for envelope in store.follow(
                 self.state.room_id, after_version=self.state.version
@@ -68,7 +69,8 @@ class RoomFollowers:
         self.store = store
         self.states = states
         self._followers: dict[str, _Follower] = {}
-        self._tasks: dict[_Follower, asyncio.Task[None]] = {}
+        self._running: set[asyncio.Task[None]] = set()
+        """Followers' tasks until they end, stopped ones included: close() awaits them."""
         self._closed = False
 
     async def watch(self, room_id: str) -> AsyncGenerator[RoomState, None]:
@@ -95,11 +97,10 @@ class RoomFollowers:
     async def close(self) -> None:
         """Stop every follower; their watchers raise StoreUnavailable."""
         self._closed = True
-        tasks = list(self._tasks.values())
-        for follower in list(self._tasks):
+        for follower in list(self._followers.values()):
             follower.fail(RuntimeError("the service is shutting down"))
             self._stop(follower)
-        await asyncio.gather(*tasks, return_exceptions=True)
+        await asyncio.gather(*self._running, return_exceptions=True)
 
     async def _follower(self, room_id: str) -> _Follower:
         follower = self._followers.get(room_id)
@@ -112,22 +113,21 @@ class RoomFollowers:
         follower = self._followers.get(room_id)  # another watcher may have started it meanwhile
         if follower is not None:
             return follower
-        follower = _Follower(state)
+        follower = _Follower(state, self.store)
         self._followers[room_id] = follower
-        task = asyncio.create_task(follower.follow(self.store))
-        self._tasks[follower] = task
-        task.add_done_callback(lambda _: self._forget(follower))
+        self._running.add(follower.task)
+        follower.task.add_done_callback(lambda _: self._ended(follower))
         return follower
 
     def _stop(self, follower: _Follower) -> None:
-        task = self._tasks.get(follower)
-        if task is not None:
-            task.cancel()
+        follower.task.cancel()
+        self._forget(follower)
+
+    def _ended(self, follower: _Follower) -> None:
+        self._running.discard(follower.task)
         self._forget(follower)
 
     def _forget(self, follower: _Follower) -> None:
         room_id = follower.state.room_id
         if self._followers.get(room_id) is follower:
             del self._followers[room_id]
-        if (task := self._tasks.get(follower)) is not None and task.done():
-            del self._tasks[follower]

@@ -189,8 +189,8 @@ class LobbyWatchers:
             if message is not None:
                 heard = now
                 if message["type"] == "subscribe":
-                    self._wake(None)  # (re)subscribed, by us or by redis-py: changes may
-                    # have gone by unheard
+                    # (Re)subscribed, by us or by redis-py itself: changes may have gone by.
+                    self._wake(None)
                 elif message["type"] == "message":
                     self._wake(message["data"].decode())
             if now - heard > 3 * PING_S:

@@ -48,7 +48,7 @@ from events.room import (
     WhisperStarted,
     WhisperStopped,
 )
-from projections.room import RoomState, fold, initial_state
+from projections.decider import RoomState, fold, initial_state
 
 GENESIS_HASH = "0" * 64
 """The ``prev_hash`` of a room's first record."""

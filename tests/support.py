@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import AsyncIterator
+from pathlib import Path
 from typing import NamedTuple
 
 import httpx
@@ -14,12 +15,15 @@ import uvicorn
 from starlette.applications import Starlette
 
 from events.room import Role
-from services.app import create_app, server_config
 from services.auth import mint_token
 from services.redis_server import free_loopback_port
 from services.settings import Settings
+from services.web.app import create_app, server_config
 
 SECRET = "test-secret-of-at-least-32-bytes!"
+
+REPO = Path(__file__).resolve().parent.parent
+"""The work tree the tests run in."""
 
 
 def token(

@@ -49,7 +49,7 @@ from services.bench.media_report import (
 )
 from services.bench.media_servers import ServerKind, ServerProcess
 from services.bench.media_signaling import EarpieceSignaling, RelaySignaling, Signaling
-from services.ice import gather_on
+from services.media.ice import gather_on
 from services.redis_server import RedisServer
 
 

@@ -31,7 +31,7 @@ from aiortc import MediaStreamTrack, RTCPeerConnection, RTCSessionDescription
 from aiortc.contrib.media import MediaRelay
 
 from services.bench.media_clients import peer_connection
-from services.ice import gather_on
+from services.media.ice import gather_on
 from services.redis_server import free_loopback_port
 
 SECRET_ENV = "EARPIECE_BENCH_JWT_SECRET"
@@ -203,8 +203,8 @@ async def serve(kind: ServerKind, port: int, redis_url: str) -> None:
     gather_on(["127.0.0.1"])
     client: redis.Redis | None = None
     if kind == "earpiece":
-        from services.app import create_app
         from services.settings import Settings
+        from services.web.app import create_app
 
         client = redis.Redis.from_url(redis_url)
         settings = Settings(redis_url=redis_url, jwt_secret=os.environ[SECRET_ENV], port=port)

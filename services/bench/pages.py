@@ -26,11 +26,11 @@ import redis.asyncio as redis
 
 from events.room import WhisperStarted
 from events.store import EventStore
-from projections.room import RoomState, fold
+from projections.decider import RoomState, fold
 from services.bench.workload import COACH, percentile, talk_event
 from services.redis_server import RedisServer
-from services.room_followers import RoomFollowers
-from services.room_states import RoomStates
+from services.streams.room_followers import RoomFollowers
+from services.streams.room_states import RoomStates
 
 ROOM = "room-1"
 EVENT_INTERVAL_S = 0.020

@@ -25,7 +25,7 @@ from events.envelope import Envelope, new_event_id, utc_now
 from events.store import EventStore
 from services.bench.workload import COACH, percentile, talk_event
 from services.redis_server import RedisServer
-from services.room_states import RoomStates
+from services.streams.room_states import RoomStates
 
 
 class Throughput:

@@ -1,0 +1,251 @@
+"""The media plane of one worker process: its rooms, and the peer connections of their people.
+
+Each participant has up to two sessions, one peer connection each: *publish* (their microphone,
+a Producer of the room's Router) and *receive* (their ears, a Consumer with fixed slots). A
+room lives in one worker, with its Router and the RoomActor that keeps the Router's
+connections equal to what the room's events say. This module only sets connections up and
+tears them down; who hears whom is never decided here.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import uuid
+from collections.abc import Awaitable, Callable
+from typing import Literal, NamedTuple
+
+import redis.asyncio as redis
+from aiortc import RTCConfiguration, RTCPeerConnection, RTCSessionDescription
+from aiortc.mediastreams import MediaStreamTrack
+
+from events.errors import StoreUnavailable
+from events.room import Role
+from events.store import EventStore
+from projections.commands import Actor
+from services.media.opus_forwarding import tap_opus
+from services.media.route_log import RouteLog
+from services.media.route_reconciler import RoomActor
+from services.media.router import Router, slot_names
+from services.media.sdp import (
+    OPUS_FMTP,
+    BadOffer,
+    OfferSummary,
+    announce_address,
+    check_offer,
+    keep_candidates_from,
+    only_opus,
+    with_opus_fmtp,
+)
+from services.settings import Settings
+
+log = logging.getLogger(__name__)
+
+Direction = Literal["publish", "receive"]
+
+
+class Offer(NamedTuple):
+    """An offer's SDP with what ``sdp.check_offer`` found in it: only ``MediaPlane.check``
+    makes one."""
+
+    sdp: str
+    summary: OfferSummary
+
+
+class Session:
+    def __init__(
+        self, room_id: str, actor: Actor, direction: Direction, pc: RTCPeerConnection
+    ) -> None:
+        self.id = uuid.uuid4().hex
+        self.room_id = room_id
+        self.actor = actor
+        self.direction = direction
+        self.pc = pc
+
+
+class MediaRoom:
+    def __init__(
+        self,
+        room_id: str,
+        store: EventStore,
+        client: redis.Redis,
+        coach_slots: int,
+        on_closed: Callable[[MediaRoom], Awaitable[None]],
+    ) -> None:
+        self.room_id = room_id
+        self._on_closed = on_closed
+        self.router = Router(room_id, coach_slots=coach_slots)
+        self.route_log = RouteLog(client, store.keys, room_id)
+        self.actor = RoomActor(room_id, store, self.router, self.route_log)
+        self.sessions: dict[str, Session] = {}
+        self._task = asyncio.get_running_loop().create_task(self._follow())
+
+    async def _follow(self) -> None:
+        """Run the actor until the room is closed, through Redis outages."""
+        while True:
+            try:
+                await self.actor.run()
+            except StoreUnavailable as exc:
+                log.warning("room %s: following paused, retrying in 1 s: %s", self.room_id, exc)
+                await asyncio.sleep(1)
+                continue
+            await self._on_closed(self)  # the room was closed: hang up everyone
+            return
+
+    def session_of(self, subject: str, direction: Direction) -> Session | None:
+        matching = (
+            s
+            for s in self.sessions.values()
+            if (s.actor.subject, s.direction) == (subject, direction)
+        )
+        return next(matching, None)
+
+    async def stop(self) -> None:
+        if self._task is not asyncio.current_task():
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+        sessions, self.sessions = list(self.sessions.values()), {}
+        await asyncio.gather(*(session.pc.close() for session in sessions))
+        await self.route_log.flush()
+
+
+class MediaPlane:
+    def __init__(
+        self,
+        settings: Settings,
+        store: EventStore,
+        client: redis.Redis,
+        on_session_lost: Callable[[Session], None] | None = None,
+    ) -> None:
+        self.settings = settings
+        self.store = store
+        self.client = client
+        self.rooms: dict[str, MediaRoom] = {}
+        self.on_session_lost = on_session_lost
+        self._networks = settings.allowed_networks()
+        self._expiries: set[asyncio.Task[None]] = set()
+
+    def room(self, room_id: str) -> MediaRoom:
+        room = self.rooms.get(room_id)
+        if room is None:
+            room = self.rooms[room_id] = MediaRoom(
+                room_id, self.store, self.client, self.settings.coach_slots, self._closed
+            )
+        return room
+
+    def receive_slots(self, role: Role) -> int:
+        return len(slot_names(role, self.settings.coach_slots))
+
+    def check(self, sdp: str, role: Role, direction: Direction) -> Offer:
+        """``sdp`` as an offer this plane accepts from ``role``; BadOffer if it is not one.
+
+        Checked once, before anything is stored, and then handed to ``publish``/``receive``.
+        """
+        sections = 1 if direction == "publish" else self.receive_slots(role)
+        return Offer(sdp, check_offer(sdp, max_audio_sections=sections, direction=direction))
+
+    async def publish(self, room_id: str, actor: Actor, offer: Offer) -> tuple[Session, str]:
+        """A peer connection taking ``actor``'s microphone; returns it and the SDP answer."""
+        room = self.room(room_id)
+        session = await self._replace(room, actor, "publish")
+        producer = room.actor.add_producer(actor.subject, actor.role)
+
+        @session.pc.on("track")
+        def on_track(track: MediaStreamTrack) -> None:
+            receiver = next(r for r in session.pc.getReceivers() if r.track is track)
+            tap_opus(receiver, producer.deliver)
+
+        await self._set_offer(session, offer.sdp)
+        return session, await self._answer(session)
+
+    async def receive(self, room_id: str, actor: Actor, offer: Offer) -> tuple[Session, str]:
+        """A peer connection sending ``actor`` what the router routes to them."""
+        room = self.room(room_id)
+        session = await self._replace(room, actor, "receive")
+        consumer = room.actor.add_consumer(actor.subject, actor.role)
+        await self._set_offer(session, offer.sdp)
+        # Slots in their fixed order, one per offered section: the client's first m-line is
+        # the first slot. The tracks stay for the whole session; routing only feeds them.
+        for track in list(consumer.tracks.values())[: offer.summary.audio_sections]:
+            session.pc.addTrack(track)
+        return session, await self._answer(session)
+
+    async def end(self, session: Session) -> None:
+        room = self.rooms.get(session.room_id)
+        if room is None or room.sessions.get(session.id) is not session:
+            return
+        del room.sessions[session.id]
+        if session.direction == "publish":
+            room.actor.remove_producer(session.actor.subject)
+        else:
+            room.actor.remove_consumer(session.actor.subject)
+        await session.pc.close()
+        if not room.sessions and self.rooms.get(session.room_id) is room:
+            del self.rooms[session.room_id]
+            await room.stop()
+
+    async def _closed(self, room: MediaRoom) -> None:
+        if self.rooms.get(room.room_id) is room:
+            del self.rooms[room.room_id]
+        await room.stop()
+
+    async def close(self) -> None:
+        for expiry in self._expiries:
+            expiry.cancel()
+        rooms, self.rooms = list(self.rooms.values()), {}
+        await asyncio.gather(*(room.stop() for room in rooms))
+
+    async def _replace(self, room: MediaRoom, actor: Actor, direction: Direction) -> Session:
+        """A new session; one the same participant had in this direction is ended first."""
+        previous = room.session_of(actor.subject, direction)
+        if previous is not None:
+            await self.end(previous)
+            room = self.room(room.room_id)
+        pc = RTCPeerConnection(RTCConfiguration(iceServers=[]))
+        session = Session(room.room_id, actor, direction, pc)
+        room.sessions[session.id] = session
+
+        @pc.on("connectionstatechange")
+        async def on_state() -> None:
+            if pc.connectionState in ("failed", "closed"):
+                await self._lose(session, f"connection {pc.connectionState}")
+
+        expiry = asyncio.get_running_loop().create_task(self._expire_unconnected(session))
+        self._expiries.add(expiry)
+        expiry.add_done_callback(self._expiries.discard)
+        return session
+
+    async def _expire_unconnected(self, session: Session) -> None:
+        """A session whose client never connects must not hold the participant's seat."""
+        await asyncio.sleep(self.settings.connect_timeout_s)
+        if session.pc.connectionState != "connected":
+            await self._lose(session, f"not connected after {self.settings.connect_timeout_s} s")
+
+    async def _lose(self, session: Session, why: str) -> None:
+        room = self.rooms.get(session.room_id)
+        if room is None or session.id not in room.sessions:
+            return  # already ended
+        log.info("session %s of %s: %s", session.id, session.actor.subject, why)
+        await self.end(session)
+        if self.on_session_lost is not None:
+            self.on_session_lost(session)
+
+    async def _set_offer(self, session: Session, offer: str) -> None:
+        offer = keep_candidates_from(offer, self._networks)
+        try:
+            await session.pc.setRemoteDescription(RTCSessionDescription(sdp=offer, type="offer"))
+        except (ValueError, KeyError, IndexError) as exc:
+            await self.end(session)
+            raise BadOffer(f"offer refused by the media server: {exc}") from exc
+
+    async def _answer(self, session: Session) -> str:
+        await session.pc.setLocalDescription(await session.pc.createAnswer())
+        answer = with_opus_fmtp(only_opus(session.pc.localDescription.sdp), OPUS_FMTP)
+        announced = self.settings.ice_announced_address
+        if announced is not None:
+            answer = announce_address(
+                answer, listen=self.settings.ice_addresses[0], announced=announced
+            )
+        return answer

@@ -1,0 +1,108 @@
+"""command → decide(state, command) → append to the room's stream (expected version).
+
+The one place where a command becomes events. The decision is made on the room's current
+state and appended with that state's version as the expected version; if another writer got
+there first, the store refuses, and the command is decided again on the newer state (it may
+now be a no-op, or rejected). Nobody's page is updated from here: pages follow the stream.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import weakref
+
+import msgspec
+
+from events.envelope import new_event_id
+from events.errors import EarpieceError, WrongExpectedVersion
+from events.store import EventStore
+from projections.commands import Actor, RoomCommand
+from projections.decider import Rejection, decide
+from services.streams.room_states import RoomStates
+
+
+class Accepted(msgspec.Struct, frozen=True, kw_only=True):
+    """The command's events were stored as versions ``first_version..last_version``."""
+
+    first_version: int
+    last_version: int
+    duplicate: bool = False
+
+
+class Unchanged(msgspec.Struct, frozen=True, kw_only=True):
+    """The command asked for what already is (e.g. monitor while monitoring): nothing stored."""
+
+    version: int
+
+
+Outcome = Accepted | Unchanged | Rejection
+
+
+class Contention(EarpieceError):
+    def __init__(self, room_id: str, attempts: int) -> None:
+        super().__init__(f"room {room_id!r} changed under {attempts} attempts in a row; retry")
+        self.room_id = room_id
+
+
+class CommandHandler:
+    def __init__(self, store: EventStore, states: RoomStates, *, max_attempts: int = 10) -> None:
+        self.store = store
+        self.states = states
+        self.max_attempts = max_attempts
+        # Weak: a room's lock lives only while a command to it is in flight.
+        self._locks: weakref.WeakValueDictionary[str, asyncio.Lock] = weakref.WeakValueDictionary()
+
+    async def handle(
+        self,
+        room_id: str,
+        command: RoomCommand,
+        actor: Actor,
+        *,
+        idempotency_key: str | None = None,
+        correlation_id: str | None = None,
+    ) -> Outcome:
+        causation_id = idempotency_key or new_event_id()
+        # Commands to one room from this process go one at a time; only other nodes race.
+        async with self._locks.setdefault(room_id, asyncio.Lock()):
+            return await self._decide_and_append(
+                room_id, command, actor, idempotency_key, causation_id, correlation_id
+            )
+
+    async def _decide_and_append(
+        self,
+        room_id: str,
+        command: RoomCommand,
+        actor: Actor,
+        idempotency_key: str | None,
+        causation_id: str,
+        correlation_id: str | None,
+    ) -> Outcome:
+        for attempt in range(self.max_attempts):
+            state = await self.states.current(room_id)
+            decision = decide(state, command, actor)
+            if isinstance(decision, Rejection):
+                return decision
+            if not decision:
+                return Unchanged(version=state.version)
+            try:
+                result = await self.store.append(
+                    room_id,
+                    decision,
+                    expected_version=state.version,
+                    actor=actor.subject,
+                    idempotency_key=idempotency_key,
+                    causation_id=causation_id,
+                    correlation_id=correlation_id,
+                )
+            except WrongExpectedVersion:
+                # Another node appended first: decide again on the newer state, after a
+                # random pause that grows, so that racing nodes stop colliding.
+                await asyncio.sleep(random.uniform(0, 0.001 * 2**attempt))
+                continue
+            return Accepted(
+                first_version=result.first_version,
+                last_version=result.last_version,
+                duplicate=result.duplicate,
+            )
+        raise Contention(room_id, self.max_attempts)

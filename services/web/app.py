@@ -1,0 +1,220 @@
+"""The HTTP face of Earpiece (Starlette): commands in, WHIP/WHEP signaling, audit out.
+
+Every route but ``/healthz`` needs ``Authorization: Bearer <token>`` for the room in its path;
+errors are answered as ``services/http.py`` describes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import socket
+from collections.abc import AsyncIterator, Coroutine
+from typing import Any
+
+import msgspec
+import redis.asyncio as redis
+import uvicorn
+from redis.exceptions import RedisError
+from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route, WebSocketRoute
+
+from events.errors import IdempotencyKeyReused, StoreUnavailable
+from events.feed import trim_feed
+from events.keys import KeySpace
+from events.room import Role
+from events.store import EventStore
+from projections.audit import timeline_of, verify
+from projections.commands import RoomCommand
+from projections.decider import Rejection
+from services.auth import AuthError, verifier_from_settings
+from services.media.plane import MediaPlane
+from services.media.route_log import RouteLog
+from services.settings import Settings
+from services.streams.audit_trail import AuditTrail, run_audit_projection
+from services.streams.command_handler import Accepted, CommandHandler, Contention
+from services.streams.lobby import Lobby, LobbyWatchers, check_lobby_access, run_lobby
+from services.streams.room_followers import RoomFollowers
+from services.streams.room_states import RoomStates
+from services.web import pages
+from services.web.http import (
+    ApiError,
+    authenticate,
+    bounded_body,
+    http_error,
+    json_response,
+    room_id_of,
+    store_unavailable,
+)
+from services.web.live_channel import Live
+from services.web.signaling import Signaling
+
+log = logging.getLogger(__name__)
+
+_command_decoder = msgspec.json.Decoder(RoomCommand)
+
+
+class Api:
+    def __init__(self, settings: Settings, client: redis.Redis) -> None:
+        self.settings = settings
+        self.client = client
+        self.store = EventStore(client, KeySpace(settings.namespace, settings.partitions))
+        self.states = RoomStates(self.store, snapshot_every=settings.snapshot_every)
+        self.commands = CommandHandler(self.store, self.states)
+        self.audit = AuditTrail(self.store)
+        self.lobby = Lobby(self.store, self.states)
+        self.verifier = verifier_from_settings(settings, queue_of=self.queue_of)
+        self.workers: list[asyncio.Task[None]] = []
+        """The projections and watchers running beside the app: none may stop while it runs."""
+
+    def start_worker(self, name: str, work: Coroutine[Any, Any, None]) -> None:
+        worker = asyncio.create_task(work, name=name)
+        worker.add_done_callback(_log_if_failed)
+        self.workers.append(worker)
+
+    async def queue_of(self, room_id: str) -> str:
+        return (await self.states.current(room_id)).queue
+
+    async def healthz(self, request: Request) -> Response:
+        for worker in self.workers:
+            if worker.done() and not worker.cancelled():
+                raise ApiError(
+                    503, "unavailable", f"{worker.get_name()} stopped: {worker.exception()!r}"
+                )
+        try:
+            await self.client.ping()
+        except RedisError as exc:
+            raise ApiError(503, "unavailable", f"redis: {exc}") from exc
+        return json_response({"status": "ok"})
+
+    async def post_command(self, request: Request) -> Response:
+        room_id = room_id_of(request)
+        claims = await authenticate(self.verifier, request, room_id)
+        body = await bounded_body(request, self.settings.max_command_bytes)
+        try:
+            command = _command_decoder.decode(body)
+        except msgspec.ValidationError as exc:
+            raise ApiError(422, "invalid_command", str(exc)) from exc
+        except msgspec.DecodeError as exc:
+            raise ApiError(400, "invalid_json", str(exc)) from exc
+        try:
+            outcome = await self.commands.handle(
+                room_id,
+                command,
+                claims.actor(),
+                idempotency_key=request.headers.get("idempotency-key"),
+                correlation_id=request.headers.get("x-correlation-id"),
+            )
+        except IdempotencyKeyReused as exc:
+            raise ApiError(422, "idempotency_key_reused", str(exc)) from exc
+        except Contention as exc:
+            raise ApiError(409, "conflict", str(exc)) from exc
+        if isinstance(outcome, Rejection):
+            raise ApiError(409, "rejected", outcome.reason)
+        status = 201 if isinstance(outcome, Accepted) else 200
+        if claims.role is Role.CUSTOMER:
+            # Versions count every event of the room, supervisors' included: not for customers.
+            return json_response({}, status)
+        return json_response(outcome, status)
+
+    async def get_lobby(self, request: Request) -> Response:
+        claims = await authenticate(self.verifier, request, None)
+        try:
+            check_lobby_access(claims)
+        except AuthError as exc:
+            raise ApiError(exc.status, "forbidden", exc.reason) from exc
+        return json_response({"rooms": await self.lobby.rooms(claims.queues)})
+
+    async def get_audit(self, request: Request) -> Response:
+        room_id = room_id_of(request)
+        claims = await authenticate(self.verifier, request, room_id)
+        if claims.role is not Role.SUPERVISOR:
+            raise ApiError(
+                403, "forbidden", f"only supervisors may read the audit log, not the {claims.role}"
+            )
+        records = await self.audit.records(room_id)
+        if not records:
+            raise ApiError(404, "not_found", f"room {room_id!r} has no audit records (yet)")
+        routes = await RouteLog(self.client, self.store.keys, room_id).read()
+        return json_response(
+            {"verification": verify(records), "timeline": timeline_of(records), "routes": routes}
+        )
+
+
+def create_app(settings: Settings, client: redis.Redis) -> Starlette:
+    api = Api(settings, client)
+    media = MediaPlane(settings, api.store, client)
+    signaling = Signaling(media, api.commands, api.verifier)
+    followers = RoomFollowers(api.store, api.states)
+    live = Live(api.store, followers, api.commands, api.verifier, coach_slots=settings.coach_slots)
+    lobby_watchers = LobbyWatchers(api.lobby, api.verifier)
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        consumer = f"{socket.gethostname()}-{os.getpid()}"
+        api.start_worker(
+            "audit projection", run_audit_projection(client, api.store, consumer=consumer)
+        )
+        api.start_worker("lobby projection", run_lobby(client, api.lobby, consumer=consumer))
+        api.start_worker("lobby watchers", lobby_watchers.run())
+        api.start_worker(
+            "feed trimming", trim_feeds(client, api.store.keys, settings.feed_retention_s)
+        )
+        try:
+            yield
+        finally:
+            await media.close()
+            await followers.close()
+            for worker in api.workers:
+                worker.cancel()
+            await asyncio.gather(*api.workers, return_exceptions=True)
+
+    app = Starlette(
+        routes=[
+            Route("/healthz", api.healthz),
+            Route("/lobby", api.get_lobby),
+            Route("/rooms/{room_id}/commands", api.post_command, methods=["POST"]),
+            Route("/rooms/{room_id}/audit", api.get_audit),
+            *signaling.routes(),
+            WebSocketRoute("/rooms/{room_id}/live", live.endpoint),
+            WebSocketRoute("/lobby/live", lobby_watchers.endpoint),
+            *pages.routes(),
+        ],
+        exception_handlers={HTTPException: http_error, StoreUnavailable: store_unavailable},
+        lifespan=lifespan,
+    )
+    app.state.api = api
+    app.state.media = media
+    return app
+
+
+def _log_if_failed(worker: asyncio.Task[None]) -> None:
+    if not worker.cancelled() and (failure := worker.exception()) is not None:
+        log.error("%s stopped; /healthz now answers 503", worker.get_name(), exc_info=failure)
+
+
+async def trim_feeds(client: redis.Redis, keys: KeySpace, keep_s: float) -> None:
+    """Every minute, drop feed entries every group has handled once they are ``keep_s`` old."""
+    while True:
+        for feed in keys.feeds():
+            try:
+                await trim_feed(client, feed, keep_s=keep_s)
+            except RedisError as exc:
+                log.warning("trimming %s failed, will retry: %s", feed, exc)
+        await asyncio.sleep(60)
+
+
+def server_config(settings: Settings, app: Starlette, **options: object) -> uvicorn.Config:
+    """How uvicorn serves the app: WebSocket messages over the command size are refused (1009)."""
+    return uvicorn.Config(
+        app,
+        host=settings.host,
+        port=settings.port,
+        ws_max_size=settings.max_command_bytes,
+        **options,  # type: ignore[arg-type]
+    )

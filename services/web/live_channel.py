@@ -1,0 +1,178 @@
+"""The pages' live channel: one WebSocket per page at ``/rooms/{room}/live``.
+
+    page → server   {"type": "auth", "token": "<jwt>"}                      first, within 5 s
+                    {"type": "command", "id": "c7", "command": {"command": "press_talk"}}
+    server → page   {"type": "hello", "role": "agent", "receive_slots": ["customer", ...]}
+                                                         once, after auth, before any view
+                    {"type": "view", "view": {...}}      the room as this role may see it
+                    {"type": "ack", "id": "c7", "outcome": "accepted" | "unchanged"}
+                    {"type": "error", "id": "c7", "error": "<code>", "detail": "<sentence>"}
+
+The token travels in the first message, never in the URL (URLs land in logs). ``hello`` tells the
+page its role and receive slots (a WHEP offer has one recvonly section per slot, in this order)
+and, to supervisors only, ``opened_at``: when the room's first event was stored. A command's ack
+only says it was taken; what it changed reaches every open page the same way, as a new view
+from the room's stream, so two supervisors and the agent always agree. A view is sent only
+when it changed: the customer's view carries nothing of supervisors, and neither does the
+timing of its updates.
+
+Recoverable mistakes (bad JSON, a binary frame, an unknown command, a wrong field, a rejected
+or rate-limited command) are answered with an ``error`` and the socket stays open. Close codes
+are those of ``services/sockets.py``; here 4403 means a token for another room.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import datetime as dt
+import time
+
+import msgspec
+from starlette.websockets import WebSocket
+
+from events.errors import InvalidRoomId
+from events.keys import check_room_id
+from events.room import Role
+from events.store import EventStore
+from projections.commands import RoomCommand
+from projections.decider import Rejection
+from projections.views import RoomView, view_for
+from services.auth import Claims, TokenVerifier
+from services.media.router import slot_names
+from services.streams.command_handler import Accepted, CommandHandler
+from services.streams.room_followers import RoomFollowers
+from services.web.sockets import (
+    BAD_ROOM,
+    NOT_TEXT,
+    Error,
+    authenticate,
+    closed_as_it_ends,
+    expire_after,
+    receive_text,
+    send_message,
+)
+
+
+class Command(msgspec.Struct, frozen=True, tag="command", forbid_unknown_fields=True):
+    command: RoomCommand
+    id: str = ""
+
+
+class Hello(msgspec.Struct, frozen=True, tag="hello", omit_defaults=True):
+    role: Role
+    receive_slots: tuple[str, ...]
+    opened_at: dt.datetime | None = None
+
+
+class ViewMessage(msgspec.Struct, frozen=True, tag="view"):
+    view: RoomView
+
+
+class Ack(msgspec.Struct, frozen=True, tag="ack"):
+    id: str
+    outcome: str
+
+
+_command_decoder = msgspec.json.Decoder(Command)
+
+
+class TokenBucket:
+    """``rate`` commands a second, bursts of ``burst``: a flood is refused, not queued."""
+
+    def __init__(self, rate: float, burst: int) -> None:
+        self.rate = rate
+        self.burst = burst
+        self._tokens = float(burst)
+        self._last = time.monotonic()
+
+    def take(self) -> bool:
+        now = time.monotonic()
+        self._tokens = min(self.burst, self._tokens + (now - self._last) * self.rate)
+        self._last = now
+        if self._tokens < 1:
+            return False
+        self._tokens -= 1
+        return True
+
+
+class Live:
+    def __init__(
+        self,
+        store: EventStore,
+        followers: RoomFollowers,
+        commands: CommandHandler,
+        verifier: TokenVerifier,
+        *,
+        commands_per_s: float = 20,
+        burst: int = 40,
+        coach_slots: int = 4,
+    ) -> None:
+        self.store = store
+        self.followers = followers
+        self.commands = commands
+        self.verifier = verifier
+        self.commands_per_s = commands_per_s
+        self.burst = burst
+        self.coach_slots = coach_slots
+
+    async def endpoint(self, websocket: WebSocket) -> None:
+        await websocket.accept()
+        try:
+            room_id = check_room_id(websocket.path_params["room_id"])
+        except InvalidRoomId as exc:
+            await websocket.close(BAD_ROOM, str(exc)[:120])
+            return
+        claims = await authenticate(
+            websocket, lambda token: self.verifier.verify_async(token, room_id)
+        )
+        if claims is None:
+            return
+        async with closed_as_it_ends(websocket, log_as=f"live {room_id}"):
+            await send_message(websocket, await self._hello(room_id, claims))
+            async with asyncio.TaskGroup() as group:
+                group.create_task(self._send_views(websocket, room_id, claims))
+                group.create_task(expire_after(self.verifier.expires_in_s(claims)))
+                await self._serve_commands(websocket, room_id, claims)
+
+    async def _hello(self, room_id: str, claims: Claims) -> Hello:
+        slots = slot_names(claims.role, self.coach_slots)
+        if claims.role is not Role.SUPERVISOR:
+            return Hello(claims.role, slots)  # the first event may be a supervisor's
+        first = await self.store.read(room_id, count=1)
+        return Hello(claims.role, slots, first[0].time if first else None)
+
+    async def _send_views(self, websocket: WebSocket, room_id: str, claims: Claims) -> None:
+        """The role's view now, then again each time an event of the room changes it."""
+        sent: RoomView | None = None
+        async with contextlib.aclosing(self.followers.watch(room_id)) as states:
+            async for state in states:
+                view = view_for(state, claims.sub, claims.role, claims.name)
+                if view != sent:
+                    await send_message(websocket, ViewMessage(view))
+                    sent = view
+
+    async def _serve_commands(self, websocket: WebSocket, room_id: str, claims: Claims) -> None:
+        bucket = TokenBucket(self.commands_per_s, self.burst)
+        actor = claims.actor()
+        while True:  # until the page goes: WebSocketDisconnect
+            text = await receive_text(websocket)
+            if not bucket.take():
+                detail = f"over {self.commands_per_s:g} messages a second; slow down"
+                await send_message(websocket, Error(error="rate_limited", detail=detail))
+                continue
+            if text is None:
+                await send_message(websocket, NOT_TEXT)
+                continue
+            try:
+                message = _command_decoder.decode(text)
+            except msgspec.DecodeError as exc:
+                await send_message(websocket, Error(error="invalid_message", detail=str(exc)))
+                continue
+            outcome = await self.commands.handle(room_id, message.command, actor)
+            if isinstance(outcome, Rejection):
+                reply: Ack | Error = Error(error="rejected", detail=outcome.reason, id=message.id)
+            else:
+                accepted = isinstance(outcome, Accepted)
+                reply = Ack(id=message.id, outcome="accepted" if accepted else "unchanged")
+            await send_message(websocket, reply)

@@ -1,0 +1,128 @@
+"""WHIP (RFC 9725) to publish a microphone, WHEP-style to receive: HTTP in front of MediaPlane.
+
+    POST   /rooms/{room}/whip          application/sdp offer → 201, Location, SDP answer
+    DELETE /rooms/{room}/whip/{id}     ends that session
+    POST   /rooms/{room}/whep          recvonly offer → 201, Location, SDP answer
+    DELETE /rooms/{room}/whep/{id}
+
+Either POST makes the token's subject join the room (a ``join`` command: an event, decided
+like any other, so a second agent or a closed room is refused with 409); when the last
+session of a participant ends, by DELETE or because its connection failed, they leave. What a
+receiving participant gets is decided by their role and the room's state, never by the offer:
+the offer only says how many receive slots to open, up to what the role has.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+
+from projections.commands import Actor, Join, Leave, RoomCommand
+from projections.decider import Rejection
+from services.auth import TokenVerifier
+from services.media.plane import Direction, MediaPlane, Session
+from services.media.sdp import MAX_SDP_BYTES, BadOffer
+from services.streams.command_handler import Accepted, CommandHandler
+from services.web.http import ApiError, authenticate, bounded_body, room_id_of
+
+log = logging.getLogger(__name__)
+
+PATHS: dict[Direction, str] = {"publish": "whip", "receive": "whep"}
+DIRECTIONS: dict[str, Direction] = {path: direction for direction, path in PATHS.items()}
+
+
+class Signaling:
+    def __init__(
+        self, media: MediaPlane, commands: CommandHandler, verifier: TokenVerifier
+    ) -> None:
+        self.media = media
+        self.commands = commands
+        self.verifier = verifier
+        self._leaving: set[asyncio.Task[None]] = set()
+        media.on_session_lost = self._session_lost
+
+    def routes(self) -> list[Route]:
+        starts = {"publish": self.publish, "receive": self.receive}
+        return [
+            route
+            for direction, path in PATHS.items()
+            for route in (
+                Route(f"/rooms/{{room_id}}/{path}", starts[direction], methods=["POST"]),
+                Route(f"/rooms/{{room_id}}/{path}/{{session_id}}", self.stop, methods=["DELETE"]),
+                Route(f"/rooms/{{room_id}}/{path}/{{session_id}}", _no_trickle, methods=["PATCH"]),
+            )
+        ]
+
+    async def publish(self, request: Request) -> Response:
+        return await self.start(request, "publish")
+
+    async def receive(self, request: Request) -> Response:
+        return await self.start(request, "receive")
+
+    async def start(self, request: Request, direction: Direction) -> Response:
+        room_id = room_id_of(request)
+        claims = await authenticate(self.verifier, request, room_id)
+        if request.headers.get("content-type", "").split(";")[0].strip() != "application/sdp":
+            raise ApiError(415, "unsupported_media_type", "send the offer as application/sdp")
+        body = await bounded_body(request, MAX_SDP_BYTES)
+        try:
+            offer = body.decode()
+        except UnicodeDecodeError as exc:
+            raise ApiError(400, "bad_offer", "the offer is not UTF-8 text") from exc
+        actor = claims.actor()
+        # A bad offer is refused before the join, so that it leaves no event in the room.
+        try:
+            checked = self.media.check(offer, actor.role, direction)
+        except BadOffer as exc:
+            raise ApiError(400, "bad_offer", exc.reason) from exc
+        joined = await self._command(room_id, Join(), actor)
+        start = self.media.publish if direction == "publish" else self.media.receive
+        try:
+            session, answer = await start(room_id, actor, checked)
+        except BadOffer as exc:
+            if joined:  # undo only the join this request made, not one made by a command
+                await self._leave_if_gone(room_id, actor)
+            raise ApiError(400, "bad_offer", exc.reason) from exc
+        location = f"/rooms/{room_id}/{PATHS[direction]}/{session.id}"
+        return Response(answer, 201, {"Location": location}, "application/sdp")
+
+    async def stop(self, request: Request) -> Response:
+        room_id = room_id_of(request)
+        claims = await authenticate(self.verifier, request, room_id)
+        room = self.media.rooms.get(room_id)
+        session = room.sessions.get(request.path_params["session_id"]) if room else None
+        direction = DIRECTIONS[request.url.path.split("/")[3]]  # /rooms/{room}/whip/{id}
+        if session is None or (session.actor.subject, session.direction) != (claims.sub, direction):
+            raise ApiError(404, "not_found", "no such session of yours in this room")
+        await self.media.end(session)
+        await self._leave_if_gone(room_id, claims.actor())
+        return Response(status_code=200)
+
+    async def _command(self, room_id: str, command: RoomCommand, actor: Actor) -> bool:
+        """Whether ``command`` stored events (False: it changed nothing); 409 if rejected."""
+        outcome = await self.commands.handle(room_id, command, actor)
+        if isinstance(outcome, Rejection):
+            raise ApiError(409, "rejected", outcome.reason)
+        return isinstance(outcome, Accepted)
+
+    async def _leave_if_gone(self, room_id: str, actor: Actor) -> None:
+        """The participant leaves once none of their sessions is left in the room."""
+        room = self.media.rooms.get(room_id)
+        if room is None or all(s.actor.subject != actor.subject for s in room.sessions.values()):
+            outcome = await self.commands.handle(room_id, Leave(), actor)
+            if isinstance(outcome, Rejection):
+                log.info("%s could not leave %s: %s", actor.subject, room_id, outcome.reason)
+
+    def _session_lost(self, session: Session) -> None:
+        leave = self._leave_if_gone(session.room_id, session.actor)
+        task = asyncio.get_running_loop().create_task(leave)
+        self._leaving.add(task)
+        task.add_done_callback(self._leaving.discard)
+
+
+async def _no_trickle(request: Request) -> Response:
+    raise ApiError(405, "method_not_allowed", "no trickle ICE: the answer carries every candidate")

@@ -1,0 +1,118 @@
+// The console's lobby, for a supervisor's `*` token: the live rooms of the queues it allows,
+// each with its customer, agent, how long it has been open and who is coaching, pushed by the
+// server over /lobby/live whenever it changes. "Open" takes this tab into that room's console
+// with the same token (kept in sessionStorage, never in a URL the server sees).
+
+import { keepCredentials, peekClaims } from "./link.js";
+import { LiveChannel } from "./live_channel.js";
+import { $, duration, el, setStatus, setText, show } from "./ui.js";
+
+function coachesText(room) {
+  if (room.coaches.length === 0) return "nobody";
+  const coaching = new Set(room.coaching);
+  return room.coaches
+    .map((name) => (coaching.has(name) ? `${name} (whispering)` : `${name} (listening)`))
+    .join(", ");
+}
+
+// One row per room, kept across updates (keyed by room id) so that the keyboard focus on an
+// "Open" button survives them.
+function roomRow(room, open) {
+  const button = el("button", { type: "button", class: "primary", text: "Open" });
+  button.setAttribute("aria-label", `Open room ${room.room_id}`);
+  button.addEventListener("click", () => open(room.room_id));
+  return el(
+    "tr",
+    { "data-room": room.room_id },
+    el("th", { scope: "row", text: room.room_id }),
+    el("td", { "data-field": "queue" }),
+    el("td", { "data-field": "customer" }),
+    el("td", { "data-field": "agent" }),
+    el("td", { "data-field": "open-for", class: "numeric" }),
+    el("td", { "data-field": "coaches" }),
+    el("td", {}, button),
+  );
+}
+
+export function startLobby(credentials) {
+  const claims = peekClaims(credentials.token);
+  const rows = new Map(); // room id -> { row, openedAt }
+  const body = $("#rooms");
+  const channel = new LiveChannel("/lobby/live", credentials.token, {
+    4403: "Your access link does not open the room list.",
+  });
+
+  show($("#lobby"), true);
+  show($("#room-console"), false);
+  document.title = "Supervisor console: live rooms";
+  const queues = Array.isArray(claims.queues) ? claims.queues : [];
+  $("#lobby-queues").textContent = queues.length
+    ? `Queues: ${queues.join(", ")}`
+    : "Your link names no queue.";
+
+  const open = (roomId) => {
+    channel.close();
+    keepCredentials({ room: roomId, token: credentials.token });
+    location.replace("/console"); // one console entry in the history: Back leaves the console
+  };
+
+  const tick = () => {
+    for (const { row, openedAt } of rows.values()) {
+      setText(row.querySelector('[data-field="open-for"]'), duration(Date.now() - openedAt));
+    }
+  };
+
+  const draw = (rooms) => {
+    const seen = new Set();
+    let previous = null;
+    for (const room of rooms) {
+      seen.add(room.room_id);
+      let entry = rows.get(room.room_id);
+      if (!entry) {
+        entry = { row: roomRow(room, open), openedAt: 0 };
+        rows.set(room.room_id, entry);
+      }
+      entry.openedAt = Date.parse(room.opened_at);
+      const { row } = entry;
+      setText(row.querySelector('[data-field="queue"]'), room.queue);
+      setText(row.querySelector('[data-field="customer"]'), room.customer ?? "—");
+      setText(row.querySelector('[data-field="agent"]'), room.agent ?? "—");
+      setText(row.querySelector('[data-field="coaches"]'), coachesText(room));
+      row.classList.toggle("coached", room.coaching.length > 0);
+      // Oldest first, as the server sends them; a row moves only when it is out of place.
+      const expected = previous ? previous.nextSibling : body.firstChild;
+      if (row !== expected) body.insertBefore(row, expected);
+      previous = row;
+    }
+    for (const [roomId, { row }] of rows) {
+      if (seen.has(roomId)) continue;
+      row.remove();
+      rows.delete(roomId);
+    }
+    tick();
+    show($("#no-rooms"), rows.size === 0);
+    show($("#rooms-table"), rows.size > 0);
+    const count = rows.size === 1 ? "1 live room" : `${rows.size} live rooms`;
+    setStatus(claims.name ? `Signed in as ${claims.name}: ${count}.` : `${count}.`);
+  };
+
+  // While the list cannot be kept current, it says so: greyed out, and busy for screen readers.
+  const stale = (isStale) => {
+    $("#rooms-table").classList.toggle("stale", isStale);
+    $("#rooms-table").setAttribute("aria-busy", String(isStale));
+  };
+  channel.addEventListener("lobby", (event) => {
+    stale(false);
+    draw(event.detail.rooms);
+  });
+  channel.addEventListener("offline", () => {
+    stale(true);
+    setStatus("Connection lost: reconnecting…");
+  });
+  channel.addEventListener("fatal", (event) => {
+    stale(true);
+    setStatus(event.detail);
+  });
+  setInterval(tick, 1000);
+  channel.connect();
+}

@@ -1,0 +1,123 @@
+from __future__ import annotations
+
+import msgspec
+from hypothesis import given
+from hypothesis import strategies as st
+
+from events.room import (
+    CoachMode,
+    CoachModeSet,
+    CoachMuted,
+    CoachUnmuted,
+    CueAcknowledged,
+    CueSent,
+    MonitorStarted,
+    MonitorStopped,
+    ParticipantJoined,
+    ParticipantLeft,
+    Role,
+    RoomEvent,
+    TalkPressed,
+    TalkReleased,
+    WhisperStarted,
+    WhisperStopped,
+)
+from projections.decider import RoomState, evolve, initial_state
+from projections.views import AgentView, CoachBadge, CustomerView, Person, view_for
+
+CALL: list[RoomEvent] = [
+    ParticipantJoined(subject="cust", role=Role.CUSTOMER, name="Carla"),
+    ParticipantJoined(subject="agent", role=Role.AGENT, name="Ana"),
+]
+SUPERVISORS = {"sup-1": "Sam Whisperer", "sup-2": "Lee Listener"}
+
+
+def state_after(events: list[RoomEvent]) -> RoomState:
+    state = initial_state("room-1")
+    for event in events:
+        state = evolve(state, event)
+    return state
+
+
+def coach_event(subject: str) -> st.SearchStrategy[RoomEvent]:
+    return st.sampled_from(
+        [
+            ParticipantJoined(
+                subject=subject, role=Role.SUPERVISOR, name=SUPERVISORS[subject], can_whisper=True
+            ),
+            MonitorStarted(coach=subject),
+            MonitorStopped(coach=subject),
+            WhisperStarted(coach=subject),
+            WhisperStopped(coach=subject),
+            CoachModeSet(coach=subject, mode=CoachMode.OPEN_MIC),
+            TalkPressed(coach=subject),
+            TalkReleased(coach=subject),
+            CoachMuted(coach=subject),
+            CoachUnmuted(coach=subject),
+            CueSent(cue_id=f"cue-{subject}", coach=subject, text="Offer the refund"),
+            CueAcknowledged(cue_id=f"cue-{subject}"),
+            ParticipantLeft(subject=subject),
+        ]
+    )
+
+
+@given(st.lists(st.one_of(coach_event("sup-1"), coach_event("sup-2")), max_size=40))
+def test_customer_view_is_identical_whatever_the_supervisors_do(
+    supervisor_events: list[RoomEvent],
+) -> None:
+    before = view_for(state_after(CALL), "cust", Role.CUSTOMER, "Carla")
+
+    after = view_for(state_after(CALL + supervisor_events), "cust", Role.CUSTOMER, "Carla")
+
+    assert after == before
+    wire = msgspec.json.encode(after).decode()
+    for subject, name in SUPERVISORS.items():
+        assert subject not in wire
+        assert name not in wire
+    assert "coach" not in wire
+    assert "version" not in wire
+
+
+def test_customer_view_shows_the_agent_and_nothing_else() -> None:
+    view = view_for(state_after(CALL), "cust", Role.CUSTOMER, "Carla")
+
+    assert view == CustomerView(
+        room_id="room-1",
+        you=Person(subject="cust", name="Carla"),
+        agent=Person(subject="agent", name="Ana"),
+        closed=False,
+    )
+
+
+def test_agent_view_badges_each_coach_and_marks_the_audible_one() -> None:
+    events = [
+        *CALL,
+        ParticipantJoined(subject="sup-1", role=Role.SUPERVISOR, name="Sam", can_whisper=True),
+        ParticipantJoined(subject="sup-2", role=Role.SUPERVISOR, name="Lee", can_whisper=True),
+        WhisperStarted(coach="sup-1"),
+        CoachModeSet(coach="sup-1", mode=CoachMode.OPEN_MIC),
+        MonitorStarted(coach="sup-2"),
+    ]
+
+    view = view_for(state_after(events), "agent", Role.AGENT, "Ana")
+
+    assert isinstance(view, AgentView)
+    assert view.coaches == (
+        CoachBadge(subject="sup-1", name="Sam", whispering=True, muted=False, audible=True),
+        CoachBadge(subject="sup-2", name="Lee", whispering=False, muted=False, audible=False),
+    )
+
+
+def test_supervisor_view_shows_cues_with_their_acknowledgment() -> None:
+    events = [
+        *CALL,
+        ParticipantJoined(subject="sup-1", role=Role.SUPERVISOR, name="Sam", can_whisper=True),
+        CueSent(cue_id="c1", coach="sup-1", text="Slow down"),
+        CueAcknowledged(cue_id="c1"),
+    ]
+
+    view = view_for(state_after(events), "sup-1", Role.SUPERVISOR, "Sam")
+
+    assert [(c.text, c.coach_name, c.acknowledged) for c in view.cues] == [
+        ("Slow down", "Sam", True)
+    ]

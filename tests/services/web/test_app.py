@@ -1,0 +1,226 @@
+"""The HTTP service, served by a real uvicorn on loopback, against a real redis-server."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+import httpx
+import jwt
+import pytest
+import redis.asyncio as redis
+
+from events.room import Role
+from services.redis_server import RedisServer
+from tests.support import running_service, token
+
+
+def bearer(value: str) -> dict[str, str]:
+    return {"authorization": f"Bearer {value}"}
+
+
+async def command(
+    client: httpx.AsyncClient, value: str, body: object, room: str = "room-1"
+) -> httpx.Response:
+    return await client.post(f"/rooms/{room}/commands", json=body, headers=bearer(value))
+
+
+async def test_healthz_answers_ok(http: httpx.AsyncClient) -> None:
+    response = await http.get("/healthz")
+
+    assert (response.status_code, response.json()) == (200, {"status": "ok"})
+
+
+async def test_healthz_answers_503_once_a_worker_beside_the_app_has_stopped(
+    redis_server: RedisServer, redis_client: redis.Redis
+) -> None:
+    async def broken() -> None:
+        raise ValueError("a bug")
+
+    async with running_service(redis_server.url, redis_client) as running:
+        api = running.app.state.api
+        api.start_worker("lobby watchers (test double)", broken())
+        await asyncio.sleep(0)  # it runs, and fails
+        await asyncio.sleep(0)
+        response = await running.http.get("/healthz")
+
+    assert response.status_code == 503
+    assert response.json() == {
+        "error": "unavailable",
+        "detail": "lobby watchers (test double) stopped: ValueError('a bug')",
+    }
+
+
+async def test_accepted_command_answers_201_with_the_stored_versions(
+    http: httpx.AsyncClient,
+) -> None:
+    coach = token(Role.SUPERVISOR, whisper=True)
+    assert (await command(http, coach, {"command": "join"})).status_code == 201
+
+    response = await command(http, coach, {"command": "start_whisper"})
+
+    assert response.status_code == 201
+    assert response.json() == {"first_version": 2, "last_version": 3, "duplicate": False}
+
+
+async def test_command_that_changes_nothing_answers_200(http: httpx.AsyncClient) -> None:
+    agent = token(Role.AGENT)
+    await command(http, agent, {"command": "join"})
+
+    response = await command(http, agent, {"command": "join"})
+
+    assert (response.status_code, response.json()) == (200, {"version": 1})
+
+
+async def test_customer_sending_a_cue_is_rejected_with_409(http: httpx.AsyncClient) -> None:
+    customer = token(Role.CUSTOMER)
+    await command(http, customer, {"command": "join"})
+
+    response = await command(http, customer, {"command": "send_cue", "cue_id": "c1", "text": "hi"})
+
+    assert response.status_code == 409
+    assert response.json()["error"] == "rejected"
+    assert "customer" in response.json()["detail"]
+
+
+@pytest.mark.parametrize(
+    ("headers", "status", "detail"),
+    [
+        ({}, 401, "send Authorization: Bearer <token>"),
+        (bearer("not-a-jwt"), 401, "invalid token"),
+        (
+            bearer(
+                jwt.encode({"sub": "x"}, "another-secret-of-at-least-32-bytes", algorithm="HS256")
+            ),
+            401,
+            "Signature verification failed",
+        ),
+        (
+            bearer(
+                jwt.encode(
+                    {"sub": "x", "room": "room-1", "role": "supervisor"}, None, algorithm="none"
+                )
+            ),
+            401,
+            "invalid token",
+        ),
+        (bearer(token(Role.AGENT, exp=int(time.time()) - 10)), 401, "expired"),
+        (bearer(token(Role.AGENT, nbf=int(time.time()) + 600)), 401, "not yet valid"),
+        (bearer(token(Role.AGENT, aud="another-service")), 401, "Audience doesn't match"),
+        (bearer(token(Role.AGENT, iss="someone-else")), 401, "Invalid issuer"),
+        (bearer(token(Role.AGENT, role="admin")), 401, "invalid token claims"),
+        (bearer(token(Role.AGENT, room="room-2")), 403, "token is for room 'room-2', not 'room-1'"),
+    ],
+    ids=[
+        "missing",
+        "garbage",
+        "forged",
+        "alg-none",
+        "expired",
+        "not-yet-valid",
+        "audience",
+        "issuer",
+        "unknown-role",
+        "other-room",
+    ],
+)
+async def test_bad_tokens_are_refused_and_nothing_is_stored(
+    http: httpx.AsyncClient,
+    redis_client: redis.Redis,
+    headers: dict[str, str],
+    status: int,
+    detail: str,
+) -> None:
+    response = await http.post("/rooms/room-1/commands", json={"command": "join"}, headers=headers)
+
+    assert response.status_code == status
+    assert detail in response.json()["detail"]
+    assert await redis_client.keys("*room-1*") == []
+
+
+@pytest.mark.parametrize(
+    ("content", "status", "error", "detail"),
+    [
+        (b"{not json", 400, "invalid_json", "malformed"),
+        (
+            b'{"command": "whisper_louder"}',
+            422,
+            "invalid_command",
+            "Invalid value 'whisper_louder' - at `$.command`",
+        ),
+        (
+            b'{"command": "send_cue", "cue_id": "c1", "text": 5}',
+            422,
+            "invalid_command",
+            "Expected `str`, got `int` - at `$.text`",
+        ),
+        (
+            b'{"command": "join", "role": "supervisor"}',
+            422,
+            "invalid_command",
+            "unknown field `role`",
+        ),
+        (
+            b'{"command": "send_cue", "cue_id": "c1", "text": "' + b"x" * 20_000 + b'"}',
+            413,
+            "too_large",
+            "over 16384",
+        ),
+    ],
+    ids=["malformed", "unknown-command", "wrong-type", "unknown-field", "oversized"],
+)
+async def test_bad_bodies_get_a_clear_error_and_the_service_keeps_running(
+    http: httpx.AsyncClient, content: bytes, status: int, error: str, detail: str
+) -> None:
+    agent = token(Role.AGENT)
+
+    response = await http.post("/rooms/room-1/commands", content=content, headers=bearer(agent))
+
+    assert (response.status_code, response.json()["error"]) == (status, error)
+    assert detail in response.json()["detail"]
+    assert (await command(http, agent, {"command": "join"})).status_code == 201
+
+
+async def test_room_id_that_cannot_name_a_stream_is_a_400(http: httpx.AsyncClient) -> None:
+    response = await command(http, token(Role.AGENT, room="a{b}"), {"command": "join"}, room="a{b}")
+
+    assert (response.status_code, response.json()["error"]) == (400, "invalid_room")
+
+
+async def test_audit_timeline_is_served_to_supervisors_only(http: httpx.AsyncClient) -> None:
+    coach = token(Role.SUPERVISOR, whisper=True)
+    agent = token(Role.AGENT)
+    await command(http, agent, {"command": "join"})
+    await command(http, coach, {"command": "join"})
+    await command(http, coach, {"command": "start_whisper"})
+
+    deadline = time.monotonic() + 10
+    while True:  # the audit projection follows the feed: wait until it has caught up
+        body = (await http.get("/rooms/room-1/audit", headers=bearer(coach))).json()
+        if body["verification"]["checked"] == 4 or time.monotonic() > deadline:
+            break
+        await asyncio.sleep(0.05)
+
+    assert body["verification"]["ok"] is True
+    [whisper] = body["timeline"]["whispers"]
+    assert (whisper["subject"], whisper["ended"]) == ("supervisor-1", None)
+    refused = await http.get("/rooms/room-1/audit", headers=bearer(agent))
+    assert (refused.status_code, refused.json()["error"]) == (403, "forbidden")
+
+
+async def test_audit_of_a_room_without_events_is_a_404(http: httpx.AsyncClient) -> None:
+    response = await http.get(
+        "/rooms/room-9/audit", headers=bearer(token(Role.SUPERVISOR, room="room-9"))
+    )
+
+    assert (response.status_code, response.json()["error"]) == (404, "not_found")
+
+
+async def test_customer_command_replies_carry_no_versions(http: httpx.AsyncClient) -> None:
+    coach = token(Role.SUPERVISOR, whisper=True)
+    await command(http, coach, {"command": "join"})
+    await command(http, coach, {"command": "start_monitor"})
+
+    joined = await command(http, token(Role.CUSTOMER), {"command": "join"})
+
+    assert (joined.status_code, joined.json()) == (201, {})

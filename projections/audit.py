@@ -202,7 +202,7 @@ class Attendance(Interval, frozen=True, kw_only=True):
     name: str
 
 
-class Cue(msgspec.Struct, frozen=True, kw_only=True):
+class TimelineCue(msgspec.Struct, frozen=True, kw_only=True):
     cue_id: str
     coach: str
     text: str
@@ -233,7 +233,7 @@ class Timeline(msgspec.Struct, frozen=True, kw_only=True):
     monitoring: tuple[Interval, ...] = ()
     whispers: tuple[Interval, ...] = ()
     mutes: tuple[Interval, ...] = ()
-    cues: tuple[Cue, ...] = ()
+    cues: tuple[TimelineCue, ...] = ()
     recording_policy: tuple[PolicyChange, ...] = ()
     closure: Closure | None = None
 
@@ -270,7 +270,9 @@ def _all_ended(timeline: Timeline, mark: Mark, subject: str | None) -> Timeline:
     )
 
 
-def _acknowledged(cues: tuple[Cue, ...], cue_id: str, mark: Mark) -> tuple[Cue, ...]:
+def _acknowledged(
+    cues: tuple[TimelineCue, ...], cue_id: str, mark: Mark
+) -> tuple[TimelineCue, ...]:
     # The first acknowledgement is the one that counts.
     return tuple(
         replace(c, acknowledged=mark) if c.cue_id == cue_id and c.acknowledged is None else c
@@ -299,7 +301,7 @@ def evolve_timeline(timeline: Timeline, record: AuditRecord) -> Timeline:
         case CoachUnmuted(coach=coach):
             return replace(timeline, mutes=_ended(timeline.mutes, mark, coach))
         case CueSent(cue_id=cue_id, coach=coach, text=text):
-            cue = Cue(cue_id=cue_id, coach=coach, text=text, sent=mark)
+            cue = TimelineCue(cue_id=cue_id, coach=coach, text=text, sent=mark)
             return replace(timeline, cues=(*timeline.cues, cue))
         case CueAcknowledged(cue_id=cue_id):
             return replace(timeline, cues=_acknowledged(timeline.cues, cue_id, mark))

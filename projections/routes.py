@@ -14,7 +14,7 @@ from events.room import CoachMode, Role
 from projections.decider import Coach, RoomState
 
 
-class Route(msgspec.Struct, frozen=True):
+class AudioRoute(msgspec.Struct, frozen=True):
     producer: str
     """The subject whose microphone is heard."""
     consumer: str
@@ -28,7 +28,7 @@ def is_audible(coach: Coach) -> bool:
     )
 
 
-def routes(state: RoomState) -> frozenset[Route]:
+def routes(state: RoomState) -> frozenset[AudioRoute]:
     if state.closed:
         return frozenset()
     customers = _subjects(state, Role.CUSTOMER)
@@ -36,10 +36,10 @@ def routes(state: RoomState) -> frozenset[Route]:
     listeners = [subject for subject, coach in state.coaches.items() if coach.monitoring]
     speakers = [subject for subject, coach in state.coaches.items() if is_audible(coach)]
     return frozenset(
-        [Route(agent, customer) for agent in agents for customer in customers]
-        + [Route(customer, agent) for customer in customers for agent in agents]
-        + [Route(coach, agent) for coach in speakers for agent in agents]
-        + [Route(caller, coach) for coach in listeners for caller in customers + agents]
+        [AudioRoute(agent, customer) for agent in agents for customer in customers]
+        + [AudioRoute(customer, agent) for customer in customers for agent in agents]
+        + [AudioRoute(coach, agent) for coach in speakers for agent in agents]
+        + [AudioRoute(caller, coach) for coach in listeners for caller in customers + agents]
     )
 
 

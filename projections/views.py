@@ -34,7 +34,7 @@ class CoachBadge(msgspec.Struct, frozen=True, kw_only=True):
     audible: bool
 
 
-class CoachState(msgspec.Struct, frozen=True, kw_only=True):
+class CoachView(msgspec.Struct, frozen=True, kw_only=True):
     """What supervisors see of each coach."""
 
     subject: str
@@ -78,7 +78,7 @@ class SupervisorView(msgspec.Struct, frozen=True, kw_only=True, tag="supervisor"
     you: Person
     customer: Person | None
     agent: Person | None
-    coaches: tuple[CoachState, ...]
+    coaches: tuple[CoachView, ...]
     cues: tuple[CueView, ...]
     recording: WhisperRecording
     closed: bool
@@ -170,9 +170,9 @@ def _first(state: RoomState, role: Role) -> Person | None:
     )
 
 
-def _coaches(state: RoomState) -> tuple[CoachState, ...]:
+def _coaches(state: RoomState) -> tuple[CoachView, ...]:
     return tuple(
-        CoachState(
+        CoachView(
             subject=subject,
             name=state.participants[subject].name,
             can_whisper=state.participants[subject].can_whisper,

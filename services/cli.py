@@ -20,14 +20,12 @@ import contextlib
 import datetime as dt
 import json
 import logging
-import signal
 import sys
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import msgspec
 import redis.asyncio as redis
-import uvicorn
 
 from events.keys import KeySpace
 from events.room import Role
@@ -66,31 +64,13 @@ async def redis_for(settings: Settings) -> AsyncIterator[redis.Redis]:
 
 
 async def serve(settings: Settings) -> None:
-    from services.web.app import create_app, server_config  # the app is needed only here
+    from services.web.app import create_app  # the app is needed only here
+    from services.web.server import ShutdownOnSignal, server_config
 
     gather_on(settings.ice_addresses)
     async with redis_for(settings) as client:
         config = server_config(settings, create_app(settings, client))
         await ShutdownOnSignal(config).serve()
-
-
-class ShutdownOnSignal(uvicorn.Server):
-    """uvicorn, minus its habit of re-raising SIGTERM/SIGINT once it has shut down.
-
-    That re-raise kills the process before ``redis_for`` can stop the local redis-server;
-    here a signal only asks the server to exit, and the cleanup after it runs.
-    """
-
-    @contextlib.contextmanager
-    def capture_signals(self) -> Iterator[None]:
-        loop = asyncio.get_running_loop()
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            loop.add_signal_handler(sig, self.handle_exit, sig, None)
-        try:
-            yield
-        finally:
-            for sig in (signal.SIGINT, signal.SIGTERM):
-                loop.remove_signal_handler(sig)
 
 
 def store_for(settings: Settings, client: redis.Redis) -> EventStore:

@@ -18,7 +18,8 @@ from events.room import Role
 from services.auth import mint_token
 from services.redis_server import free_loopback_port
 from services.settings import Settings
-from services.web.app import create_app, server_config
+from services.web.app import create_app
+from services.web.server import server_config
 
 SECRET = "test-secret-of-at-least-32-bytes!"
 

@@ -48,7 +48,7 @@ from services.bench.media_report import (
     print_soak,
 )
 from services.bench.media_servers import ServerKind, ServerProcess
-from services.bench.media_signaling import EarpieceSignaling, RelaySignaling, Signaling
+from services.bench.media_signaling import EarpieceSignaling, RelaySignaling, ServerSignaling
 from services.media.ice import gather_on
 from services.redis_server import RedisServer
 
@@ -170,7 +170,7 @@ async def _run_phases(options: MediaBenchOptions) -> MediaReport:
             ):
                 async with server(kind) as running, client_for(running) as http:  # type: ignore[arg-type]
                     report.idle_cpu[kind] = await idle_cpu(running, min(2.0, options.window_s))
-                    signaling: Signaling = (
+                    signaling: ServerSignaling = (
                         earpiece(http) if kind == "earpiece" else RelaySignaling(http, canned)
                     )
                     report.capacity += await capacity(

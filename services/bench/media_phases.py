@@ -27,7 +27,7 @@ from services.bench.media_clients import (
 )
 from services.bench.media_report import CapacityStep, ClickSamples, Latency, SoakSample
 from services.bench.media_servers import ServerKind, ServerProcess
-from services.bench.media_signaling import EarpieceSignaling, Person, Room, Signaling
+from services.bench.media_signaling import EarpieceSignaling, Person, Room, ServerSignaling
 from services.bench.workload import percentile
 
 PHASES = ("latency", "click", "capacity", "soak")
@@ -97,7 +97,7 @@ async def direct_latency(canned: CannedOpus, warmup: int, packets: int) -> Laten
 
 
 async def server_latency(
-    signaling: Signaling, canned: CannedOpus, warmup: int, packets: int, path: str
+    signaling: ServerSignaling, canned: CannedOpus, warmup: int, packets: int, path: str
 ) -> Latency:
     room = f"latency-{secrets.token_hex(3)}"
     customer = Person("cust", Role.CUSTOMER, canned)
@@ -186,7 +186,7 @@ async def idle_cpu(server: ServerProcess, seconds: float) -> float:
 
 
 async def capacity(
-    signaling: Signaling,
+    signaling: ServerSignaling,
     server: ServerProcess,
     canned: CannedOpus,
     steps: Sequence[int],
@@ -265,7 +265,7 @@ def degradation(step: CapacityStep, first: CapacityStep | None, options: MediaBe
 
 
 async def soak(
-    signaling: Signaling,
+    signaling: ServerSignaling,
     server: ServerProcess,
     canned: CannedOpus,
     options: MediaBenchOptions,

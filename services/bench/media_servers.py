@@ -198,7 +198,7 @@ def create_relay_app() -> Any:
 async def serve(kind: ServerKind, port: int, redis_url: str) -> None:
     import uvicorn
 
-    from services.cli import ShutdownOnSignal
+    from services.web.server import ShutdownOnSignal
 
     gather_on(["127.0.0.1"])
     client: redis.Redis | None = None

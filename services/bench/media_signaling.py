@@ -1,6 +1,6 @@
 """Who takes part in a benched call, and how they reach each server under test.
 
-A ``Person`` publishes one track and receives others; ``Signaling`` connects them, through
+A ``Person`` publishes one track and receives others; ``ServerSignaling`` connects them, through
 Earpiece's WHIP/WHEP and commands (``EarpieceSignaling``) or the relay baseline's fixed routes
 (``RelaySignaling``); a ``Room`` is the call that the capacity and soak phases open by the dozen.
 """
@@ -48,7 +48,7 @@ class Person:
                 await pc.close()
 
 
-class Signaling(Protocol):
+class ServerSignaling(Protocol):
     kind: ServerKind
 
     async def publish(self, room: str, person: Person) -> None: ...
@@ -184,7 +184,7 @@ class Room:
     """A call: a customer and an agent talking, one coach whispering open-mic (and hearing
     both). Five forwarded streams: customer ⇄ agent, coach → agent, customer/agent → coach."""
 
-    def __init__(self, signaling: Signaling, room_id: str, canned: CannedOpus) -> None:
+    def __init__(self, signaling: ServerSignaling, room_id: str, canned: CannedOpus) -> None:
         self.signaling = signaling
         self.room_id = room_id
         self.customer = Person("cust", Role.CUSTOMER, canned)

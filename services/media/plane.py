@@ -2,7 +2,7 @@
 
 Each participant has up to two sessions, one peer connection each: *publish* (their microphone,
 a Producer of the room's Router) and *receive* (their ears, a Consumer with fixed slots). A
-room lives in one worker, with its Router and the RoomActor that keeps the Router's
+room lives in one worker, with its Router and the RouteReconciler that keeps the Router's
 connections equal to what the room's events say. This module only sets connections up and
 tears them down; who hears whom is never decided here.
 """
@@ -26,7 +26,7 @@ from events.store import EventStore
 from projections.commands import Actor
 from services.media.opus_forwarding import tap_opus
 from services.media.route_log import RouteLog
-from services.media.route_reconciler import RoomActor
+from services.media.route_reconciler import RouteReconciler
 from services.media.router import Router, slot_names
 from services.media.sdp import (
     OPUS_FMTP,
@@ -77,7 +77,7 @@ class MediaRoom:
         self._on_closed = on_closed
         self.router = Router(room_id, coach_slots=coach_slots)
         self.route_log = RouteLog(client, store.keys, room_id)
-        self.actor = RoomActor(room_id, store, self.router, self.route_log)
+        self.reconciler = RouteReconciler(room_id, store, self.router, self.route_log)
         self.sessions: dict[str, Session] = {}
         self._task = asyncio.get_running_loop().create_task(self._follow())
 
@@ -85,7 +85,7 @@ class MediaRoom:
         """Run the actor until the room is closed, through Redis outages."""
         while True:
             try:
-                await self.actor.run()
+                await self.reconciler.run()
             except StoreUnavailable as exc:
                 log.warning("room %s: following paused, retrying in 1 s: %s", self.room_id, exc)
                 await asyncio.sleep(1)
@@ -150,7 +150,7 @@ class MediaPlane:
         """A peer connection taking ``actor``'s microphone; returns it and the SDP answer."""
         room = self.room(room_id)
         session = await self._replace(room, actor, "publish")
-        producer = room.actor.add_producer(actor.subject, actor.role)
+        producer = room.reconciler.add_producer(actor.subject, actor.role)
 
         @session.pc.on("track")
         def on_track(track: MediaStreamTrack) -> None:
@@ -164,7 +164,7 @@ class MediaPlane:
         """A peer connection sending ``actor`` what the router routes to them."""
         room = self.room(room_id)
         session = await self._replace(room, actor, "receive")
-        consumer = room.actor.add_consumer(actor.subject, actor.role)
+        consumer = room.reconciler.add_consumer(actor.subject, actor.role)
         await self._set_offer(session, offer.sdp)
         # Slots in their fixed order, one per offered section: the client's first m-line is
         # the first slot. The tracks stay for the whole session; routing only feeds them.
@@ -178,9 +178,9 @@ class MediaPlane:
             return
         del room.sessions[session.id]
         if session.direction == "publish":
-            room.actor.remove_producer(session.actor.subject)
+            room.reconciler.remove_producer(session.actor.subject)
         else:
-            room.actor.remove_consumer(session.actor.subject)
+            room.reconciler.remove_consumer(session.actor.subject)
         await session.pc.close()
         if not room.sessions and self.rooms.get(session.room_id) is room:
             del self.rooms[session.room_id]

@@ -21,7 +21,7 @@ from redis.exceptions import RedisError
 
 from events.envelope import utc_now
 from events.keys import KeySpace
-from projections.routes import Route
+from projections.routes import AudioRoute
 
 log = logging.getLogger(__name__)
 
@@ -52,7 +52,7 @@ class RouteLog:
         self._pending: deque[RouteChange] = deque()
         self._writer: asyncio.Task[None] | None = None
 
-    def record(self, op: RouteOp, route: Route, version: int, detail: str = "") -> None:
+    def record(self, op: RouteOp, route: AudioRoute, version: int, detail: str = "") -> None:
         change = RouteChange(
             op=op,
             producer=route.producer,

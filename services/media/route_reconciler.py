@@ -16,7 +16,7 @@ from collections.abc import Callable
 from events.room import Role
 from events.store import EventStore
 from projections.decider import RoomState, fold
-from projections.routes import Route, routes
+from projections.routes import AudioRoute, routes
 from services.media.route_log import RouteLog, RouteOp
 from services.media.router import Consumer, Producer, Router, RouterError
 from services.streams.room_states import RoomStates
@@ -24,7 +24,7 @@ from services.streams.room_states import RoomStates
 log = logging.getLogger(__name__)
 
 
-class RoomActor:
+class RouteReconciler:
     def __init__(
         self, room_id: str, store: EventStore, router: Router, route_log: RouteLog
     ) -> None:
@@ -83,13 +83,13 @@ class RoomActor:
         self._log_removals(lambda route: route.consumer == subject)
         self.router.remove_consumer(subject)
 
-    def _log_removals(self, affected: Callable[[Route], bool]) -> None:
+    def _log_removals(self, affected: Callable[[AudioRoute], bool]) -> None:
         version = self.state.version if self.state else 0
         for route in sorted(filter(affected, self.router.connections()), key=_ends):
             self.router.disconnect(route)
             self.route_log.record(RouteOp.REMOVED, route, version, "connection closed")
 
 
-def _ends(route: Route) -> tuple[str, str]:
+def _ends(route: AudioRoute) -> tuple[str, str]:
     # A fixed order, so that coaches take the agent's slots in the same order on every replay.
     return (route.consumer, route.producer)

@@ -25,7 +25,7 @@ from prometheus_client import Counter
 
 from events.errors import EarpieceError
 from events.room import Role
-from projections.routes import Route
+from projections.routes import AudioRoute
 from services.media.opus_forwarding import OpusPacket, SlotTrack
 
 log = logging.getLogger(__name__)
@@ -142,11 +142,11 @@ class Router:
             self.disconnect(route)
         self.consumers.pop(subject, None)
 
-    def can_connect(self, route: Route) -> bool:
+    def can_connect(self, route: AudioRoute) -> bool:
         """Both ends are present: the route can be made now (the guard is still checked)."""
         return route.producer in self.producers and route.consumer in self.consumers
 
-    def connect(self, route: Route) -> str:
+    def connect(self, route: AudioRoute) -> str:
         """Feed ``route.producer``'s packets to a free slot of ``route.consumer``; its name."""
         producer, consumer = self._ends(route)
         reason = refusal(producer.role, consumer.role)
@@ -171,21 +171,21 @@ class Router:
         producer.attach(consumer.tracks[slot])
         return slot
 
-    def disconnect(self, route: Route) -> None:
+    def disconnect(self, route: AudioRoute) -> None:
         producer, consumer = self._ends(route)
         slot = consumer.slot_of(producer)
         if slot is not None:
             del consumer.feeding[slot]
             producer.detach(consumer.tracks[slot])
 
-    def connections(self) -> frozenset[Route]:
+    def connections(self) -> frozenset[AudioRoute]:
         return frozenset(
-            Route(producer=p.subject, consumer=c.subject)
+            AudioRoute(producer=p.subject, consumer=c.subject)
             for c in self.consumers.values()
             for p in c.feeding.values()
         )
 
-    def _ends(self, route: Route) -> tuple[Producer, Consumer]:
+    def _ends(self, route: AudioRoute) -> tuple[Producer, Consumer]:
         try:
             return self.producers[route.producer], self.consumers[route.consumer]
         except KeyError as exc:

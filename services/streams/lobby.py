@@ -23,31 +23,19 @@ import contextlib
 import datetime as dt
 import logging
 import time
-from collections.abc import Iterable
+from collections.abc import AsyncGenerator, Iterable
 from typing import Any
 
 import msgspec
 import redis.asyncio as redis
 from redis.exceptions import RedisError
-from starlette.websockets import WebSocket
 
 from events.envelope import Envelope
 from events.errors import StoreUnavailable
 from events.feed import RETRY_S, run_group
-from events.room import Role
 from events.store import EventStore, raise_if_cancelling
 from projections.views import LiveRoom, live_room
-from services.auth import AuthError, Claims, TokenVerifier
 from services.streams.room_states import RoomStates
-from services.web.sockets import (
-    NOT_TEXT,
-    Error,
-    authenticate,
-    closed_as_it_ends,
-    expire_after,
-    receive_text,
-    send_message,
-)
 
 log = logging.getLogger(__name__)
 
@@ -75,11 +63,6 @@ return 1
 """
 
 _decoder = msgspec.json.Decoder(LiveRoom)
-
-
-def check_lobby_access(claims: Claims) -> None:
-    if claims.role is not Role.SUPERVISOR:
-        raise AuthError(f"only supervisors have a lobby, not the {claims.role}", 403)
 
 
 class Lobby:
@@ -149,20 +132,12 @@ async def run_lobby(
     )
 
 
-class LobbyMessage(msgspec.Struct, frozen=True, tag="lobby"):
-    rooms: list[LiveRoom]
+class LobbyChanges:
+    """One Pub/Sub subscription per process to the lobby's changes, waking the watchers of the
+    queues each change concerns."""
 
-
-NO_MESSAGES = Error(error="invalid_message", detail="the lobby takes no messages after auth")
-
-
-class LobbyWatchers:
-    """One Pub/Sub subscription per process to the lobby's changes, waking the sockets they
-    concern; and the ``/lobby/live`` endpoint of those sockets."""
-
-    def __init__(self, lobby: Lobby, verifier: TokenVerifier, *, refresh_s: float = REFRESH_S):
+    def __init__(self, lobby: Lobby, *, refresh_s: float = REFRESH_S) -> None:
         self.lobby = lobby
-        self.verifier = verifier
         self.refresh_s = refresh_s
         self._waiting: dict[asyncio.Event, frozenset[str]] = {}
 
@@ -178,6 +153,26 @@ class LobbyWatchers:
             except (RedisError, TimeoutError) as exc:
                 log.warning("lobby changes: %s; subscribing again in %s s", exc, RETRY_S)
                 await asyncio.sleep(RETRY_S)
+
+    async def watch(self, queues: frozenset[str]) -> AsyncGenerator[list[LiveRoom], None]:
+        """The live rooms of ``queues`` now, then again whenever they change."""
+        changed = asyncio.Event()
+        self._waiting[changed] = queues
+        try:
+            sent: list[LiveRoom] | None = None
+            while True:
+                changed.clear()  # before reading: a change announced meanwhile wakes us again
+                rooms = await self.lobby.rooms(queues)
+                if rooms != sent:
+                    yield rooms
+                    sent = rooms
+                # asyncio.timeout, not wait_for: on 3.11, wait_for loses a cancellation that
+                # arrives as the wait ends (python/cpython#86296), and the socket never closes.
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(self.refresh_s):
+                        await changed.wait()
+        finally:
+            del self._waiting[changed]
 
     async def _listen(self, pubsub: Any) -> None:
         """Wake sockets for each announced change, pinging so that a dead link is noticed."""
@@ -198,46 +193,6 @@ class LobbyWatchers:
             if now - pinged >= PING_S:
                 await pubsub.ping()
                 pinged = now
-
-    async def endpoint(self, websocket: WebSocket) -> None:
-        await websocket.accept()
-        claims = await authenticate(websocket, self._supervisor)
-        if claims is None:
-            return
-        async with (
-            closed_as_it_ends(websocket, log_as="lobby socket"),
-            asyncio.TaskGroup() as group,
-        ):
-            group.create_task(self._push(websocket, frozenset(claims.queues)))
-            group.create_task(expire_after(self.verifier.expires_in_s(claims)))
-            while True:  # the page sends nothing after auth; until it goes
-                text = await receive_text(websocket)
-                await send_message(websocket, NOT_TEXT if text is None else NO_MESSAGES)
-
-    async def _supervisor(self, token: str) -> Claims:
-        claims = await self.verifier.claims_async(token)
-        check_lobby_access(claims)
-        return claims
-
-    async def _push(self, websocket: WebSocket, queues: frozenset[str]) -> None:
-        """The lobby now, then again whenever a change to one of ``queues`` is announced."""
-        changed = asyncio.Event()
-        self._waiting[changed] = queues
-        try:
-            sent: list[LiveRoom] | None = None
-            while True:
-                changed.clear()  # before reading: a change announced meanwhile wakes us again
-                rooms = await self.lobby.rooms(queues)
-                if rooms != sent:
-                    await send_message(websocket, LobbyMessage(rooms))
-                    sent = rooms
-                # asyncio.timeout, not wait_for: on 3.11, wait_for loses a cancellation that
-                # arrives as the wait ends (python/cpython#86296), and the socket never closes.
-                with contextlib.suppress(TimeoutError):
-                    async with asyncio.timeout(self.refresh_s):
-                        await changed.wait()
-        finally:
-            del self._waiting[changed]
 
     def _wake(self, queue: str | None) -> None:
         """Wake the sockets watching ``queue`` (None: every socket)."""

@@ -16,7 +16,6 @@ from typing import Any
 
 import msgspec
 import redis.asyncio as redis
-import uvicorn
 from redis.exceptions import RedisError
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
@@ -25,7 +24,6 @@ from starlette.responses import Response
 from starlette.routing import Route, WebSocketRoute
 
 from events.errors import IdempotencyKeyReused, StoreUnavailable
-from events.feed import trim_feed
 from events.keys import KeySpace
 from events.room import Role
 from events.store import EventStore
@@ -38,7 +36,8 @@ from services.media.route_log import RouteLog
 from services.settings import Settings
 from services.streams.audit_trail import AuditTrail, run_audit_projection
 from services.streams.command_handler import Accepted, CommandHandler, Contention
-from services.streams.lobby import Lobby, LobbyWatchers, check_lobby_access, run_lobby
+from services.streams.feed_trimming import trim_feeds
+from services.streams.lobby import Lobby, LobbyChanges, run_lobby
 from services.streams.room_followers import RoomFollowers
 from services.streams.room_states import RoomStates
 from services.web import pages
@@ -51,7 +50,8 @@ from services.web.http import (
     room_id_of,
     store_unavailable,
 )
-from services.web.live_channel import Live
+from services.web.live_channel import LiveChannel
+from services.web.lobby_socket import LobbySocket, check_lobby_access
 from services.web.signaling import Signaling
 
 log = logging.getLogger(__name__)
@@ -151,8 +151,11 @@ def create_app(settings: Settings, client: redis.Redis) -> Starlette:
     media = MediaPlane(settings, api.store, client)
     signaling = Signaling(media, api.commands, api.verifier)
     followers = RoomFollowers(api.store, api.states)
-    live = Live(api.store, followers, api.commands, api.verifier, coach_slots=settings.coach_slots)
-    lobby_watchers = LobbyWatchers(api.lobby, api.verifier)
+    live = LiveChannel(
+        api.store, followers, api.commands, api.verifier, coach_slots=settings.coach_slots
+    )
+    lobby_changes = LobbyChanges(api.lobby)
+    lobby_socket = LobbySocket(lobby_changes, api.verifier)
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
@@ -161,7 +164,7 @@ def create_app(settings: Settings, client: redis.Redis) -> Starlette:
             "audit projection", run_audit_projection(client, api.store, consumer=consumer)
         )
         api.start_worker("lobby projection", run_lobby(client, api.lobby, consumer=consumer))
-        api.start_worker("lobby watchers", lobby_watchers.run())
+        api.start_worker("lobby changes", lobby_changes.run())
         api.start_worker(
             "feed trimming", trim_feeds(client, api.store.keys, settings.feed_retention_s)
         )
@@ -182,7 +185,7 @@ def create_app(settings: Settings, client: redis.Redis) -> Starlette:
             Route("/rooms/{room_id}/audit", api.get_audit),
             *signaling.routes(),
             WebSocketRoute("/rooms/{room_id}/live", live.endpoint),
-            WebSocketRoute("/lobby/live", lobby_watchers.endpoint),
+            WebSocketRoute("/lobby/live", lobby_socket.endpoint),
             *pages.routes(),
         ],
         exception_handlers={HTTPException: http_error, StoreUnavailable: store_unavailable},
@@ -196,25 +199,3 @@ def create_app(settings: Settings, client: redis.Redis) -> Starlette:
 def _log_if_failed(worker: asyncio.Task[None]) -> None:
     if not worker.cancelled() and (failure := worker.exception()) is not None:
         log.error("%s stopped; /healthz now answers 503", worker.get_name(), exc_info=failure)
-
-
-async def trim_feeds(client: redis.Redis, keys: KeySpace, keep_s: float) -> None:
-    """Every minute, drop feed entries every group has handled once they are ``keep_s`` old."""
-    while True:
-        for feed in keys.feeds():
-            try:
-                await trim_feed(client, feed, keep_s=keep_s)
-            except RedisError as exc:
-                log.warning("trimming %s failed, will retry: %s", feed, exc)
-        await asyncio.sleep(60)
-
-
-def server_config(settings: Settings, app: Starlette, **options: object) -> uvicorn.Config:
-    """How uvicorn serves the app: WebSocket messages over the command size are refused (1009)."""
-    return uvicorn.Config(
-        app,
-        host=settings.host,
-        port=settings.port,
-        ws_max_size=settings.max_command_bytes,
-        **options,  # type: ignore[arg-type]
-    )

@@ -45,7 +45,7 @@ from services.streams.room_followers import RoomFollowers
 from services.web.sockets import (
     BAD_ROOM,
     NOT_TEXT,
-    Error,
+    ErrorMessage,
     authenticate,
     closed_as_it_ends,
     expire_after,
@@ -54,7 +54,7 @@ from services.web.sockets import (
 )
 
 
-class Command(msgspec.Struct, frozen=True, tag="command", forbid_unknown_fields=True):
+class CommandMessage(msgspec.Struct, frozen=True, tag="command", forbid_unknown_fields=True):
     command: RoomCommand
     id: str = ""
 
@@ -74,7 +74,7 @@ class Ack(msgspec.Struct, frozen=True, tag="ack"):
     outcome: str
 
 
-_command_decoder = msgspec.json.Decoder(Command)
+_command_decoder = msgspec.json.Decoder(CommandMessage)
 
 
 class TokenBucket:
@@ -96,7 +96,7 @@ class TokenBucket:
         return True
 
 
-class Live:
+class LiveChannel:
     def __init__(
         self,
         store: EventStore,
@@ -159,7 +159,7 @@ class Live:
             text = await receive_text(websocket)
             if not bucket.take():
                 detail = f"over {self.commands_per_s:g} messages a second; slow down"
-                await send_message(websocket, Error(error="rate_limited", detail=detail))
+                await send_message(websocket, ErrorMessage(error="rate_limited", detail=detail))
                 continue
             if text is None:
                 await send_message(websocket, NOT_TEXT)
@@ -167,11 +167,15 @@ class Live:
             try:
                 message = _command_decoder.decode(text)
             except msgspec.DecodeError as exc:
-                await send_message(websocket, Error(error="invalid_message", detail=str(exc)))
+                await send_message(
+                    websocket, ErrorMessage(error="invalid_message", detail=str(exc))
+                )
                 continue
             outcome = await self.commands.handle(room_id, message.command, actor)
             if isinstance(outcome, Rejection):
-                reply: Ack | Error = Error(error="rejected", detail=outcome.reason, id=message.id)
+                reply: Ack | ErrorMessage = ErrorMessage(
+                    error="rejected", detail=outcome.reason, id=message.id
+                )
             else:
                 accepted = isinstance(outcome, Accepted)
                 reply = Ack(id=message.id, outcome="accepted" if accepted else "unchanged")

@@ -30,7 +30,7 @@ class Auth(msgspec.Struct, frozen=True, tag="auth", forbid_unknown_fields=True):
     token: str
 
 
-class Error(msgspec.Struct, frozen=True, tag="error"):
+class ErrorMessage(msgspec.Struct, frozen=True, tag="error"):
     error: str
     detail: str
     id: str = ""
@@ -39,7 +39,7 @@ class Error(msgspec.Struct, frozen=True, tag="error"):
 _auth_decoder = msgspec.json.Decoder(Auth)
 _encoder = msgspec.json.Encoder()
 
-NOT_TEXT = Error(error="invalid_message", detail="send JSON in text frames, not binary ones")
+NOT_TEXT = ErrorMessage(error="invalid_message", detail="send JSON in text frames, not binary ones")
 SEND_AUTH_FIRST = 'send {"type": "auth", "token": "<jwt>"} first'
 
 

@@ -30,11 +30,11 @@ from projections.audit import (
     Attendance,
     AuditRecord,
     Closure,
-    Cue,
     Interval,
     Mark,
     PolicyChange,
     Timeline,
+    TimelineCue,
     chain,
     next_record,
     replay,
@@ -137,7 +137,7 @@ def test_timeline_of_a_coached_call_shows_who_did_what_when() -> None:
             Interval(subject="sup-1", started=mark(9, "09:04:00", "agent-1"), ended=sofia_left),
         ),
         cues=(
-            Cue(
+            TimelineCue(
                 cue_id="cue-1",
                 coach="sup-1",
                 text="Offer the discount",

@@ -63,7 +63,7 @@ from projections.decider import (
     fold,
     initial_state,
 )
-from projections.routes import Route, is_audible, routes
+from projections.routes import AudioRoute, is_audible, routes
 
 ROOM = "room-1"
 CUSTOMER = Actor("cust-1", Role.CUSTOMER, "Carol", can_whisper=False)
@@ -113,7 +113,7 @@ def given(*events: RoomEvent) -> Given:
     return Given(events)
 
 
-def routes_after(*events: RoomEvent) -> set[Route]:
+def routes_after(*events: RoomEvent) -> set[AudioRoute]:
     return set(routes(given(*events).state))
 
 
@@ -575,8 +575,8 @@ def test_room_state_round_trips_through_msgpack() -> None:
 
 # --- routes ----------------------------------------------------------------------------------
 
-CALL_ROUTES = {Route(AG, CUST), Route(CUST, AG)}
-MONITOR_ROUTES = {Route(CUST, SUP), Route(AG, SUP)}
+CALL_ROUTES = {AudioRoute(AG, CUST), AudioRoute(CUST, AG)}
+MONITOR_ROUTES = {AudioRoute(CUST, SUP), AudioRoute(AG, SUP)}
 
 
 def test_routes_of_a_call_connect_customer_and_agent() -> None:
@@ -592,7 +592,7 @@ def test_routes_while_whispering_in_push_to_talk_released_carry_no_coach() -> No
 
 
 def test_routes_while_talk_is_pressed_carry_the_coach_to_the_agent_only() -> None:
-    assert routes_after(*TALKING) == CALL_ROUTES | MONITOR_ROUTES | {Route(SUP, AG)}
+    assert routes_after(*TALKING) == CALL_ROUTES | MONITOR_ROUTES | {AudioRoute(SUP, AG)}
 
 
 def test_routes_after_talk_is_released_carry_no_coach() -> None:
@@ -600,7 +600,7 @@ def test_routes_after_talk_is_released_carry_no_coach() -> None:
 
 
 def test_routes_in_open_mic_carry_the_coach_to_the_agent_only() -> None:
-    assert routes_after(*OPEN_MIC) == CALL_ROUTES | MONITOR_ROUTES | {Route(SUP, AG)}
+    assert routes_after(*OPEN_MIC) == CALL_ROUTES | MONITOR_ROUTES | {AudioRoute(SUP, AG)}
 
 
 def test_routes_of_a_muted_coach_carry_nothing_from_them() -> None:
@@ -610,9 +610,9 @@ def test_routes_of_a_muted_coach_carry_nothing_from_them() -> None:
 def test_routes_with_two_coaches_carry_only_the_audible_one() -> None:
     second = (joined(SECOND_COACH), MonitorStarted(coach=SUP3), WhisperStarted(coach=SUP3))
     assert routes_after(*TALKING, *second) == CALL_ROUTES | MONITOR_ROUTES | {
-        Route(SUP, AG),
-        Route(CUST, SUP3),
-        Route(AG, SUP3),
+        AudioRoute(SUP, AG),
+        AudioRoute(CUST, SUP3),
+        AudioRoute(AG, SUP3),
     }
 
 

@@ -18,7 +18,7 @@ import pytest
 import redis.asyncio as redis
 
 from events.room import Role
-from projections.routes import Route
+from projections.routes import AudioRoute
 from services.bench.participants import Participant, ToneTrack
 from services.media.plane import MediaPlane
 from services.redis_server import RedisServer
@@ -62,7 +62,7 @@ class Call:
         assert response.status_code in (200, 201), response.text
 
     async def routes_become(self, *routes: tuple[str, str]) -> None:
-        expected = {Route(producer=p, consumer=c) for p, c in routes}
+        expected = {AudioRoute(producer=p, consumer=c) for p, c in routes}
         async with asyncio.timeout(10):
             while (room := self.media.rooms.get("room-1")) is None or (
                 room.router.connections() != expected

@@ -12,9 +12,9 @@ import redis.asyncio as redis
 from events.room import Role
 from events.store import EventStore
 from projections.commands import Actor, Join, PressTalk, StartMonitor, StartWhisper
-from projections.routes import Route
+from projections.routes import AudioRoute
 from services.media.route_log import RouteLog, RouteOp
-from services.media.route_reconciler import RoomActor
+from services.media.route_reconciler import RouteReconciler
 from services.media.router import Router
 from services.streams.command_handler import CommandHandler
 from services.streams.room_states import RoomStates
@@ -29,12 +29,12 @@ class Room:
         self.commands = CommandHandler(store, RoomStates(store))
         self.router = Router("room-1")
         self.log = RouteLog(redis_client, store.keys, "room-1")
-        self.actor = RoomActor("room-1", store, self.router, self.log)
+        self.reconciler = RouteReconciler("room-1", store, self.router, self.log)
 
     async def send(self, actor: Actor, command: object) -> None:
         await self.commands.handle("room-1", command, actor)  # type: ignore[arg-type]
 
-    async def connections_become(self, expected: set[Route]) -> None:
+    async def connections_become(self, expected: set[AudioRoute]) -> None:
         async with asyncio.timeout(5):
             while self.router.connections() != expected:
                 await asyncio.sleep(0.005)
@@ -45,17 +45,17 @@ async def room(store: EventStore, redis_client: redis.Redis) -> AsyncIterator[Ro
     room = Room(store, redis_client)
     for actor in (CUSTOMER, AGENT, COACH):
         await room.send(actor, Join())
-        room.actor.add_producer(actor.subject, actor.role)
-        room.actor.add_consumer(actor.subject, actor.role)
-    following = asyncio.create_task(room.actor.run())
+        room.reconciler.add_producer(actor.subject, actor.role)
+        room.reconciler.add_consumer(actor.subject, actor.role)
+    following = asyncio.create_task(room.reconciler.run())
     yield room
     following.cancel()
     with contextlib.suppress(asyncio.CancelledError):
         await following
 
 
-def route(producer: str, consumer: str) -> Route:
-    return Route(producer=producer, consumer=consumer)
+def route(producer: str, consumer: str) -> AudioRoute:
+    return AudioRoute(producer=producer, consumer=consumer)
 
 
 CALL = {route("agent", "cust"), route("cust", "agent")}
@@ -78,7 +78,7 @@ async def test_route_log_records_each_applied_and_removed_route_with_its_version
     await room.send(COACH, StartWhisper())
     await room.send(COACH, PressTalk())
     await room.connections_become(MONITORED | {route("sup-1", "agent")})
-    room.actor.remove_producer("sup-1")
+    room.reconciler.remove_producer("sup-1")
     await room.log.flush()
 
     changes = [(c.op, c.producer, c.consumer) for c in await room.log.read()]

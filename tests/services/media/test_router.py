@@ -8,7 +8,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from events.room import Role
-from projections.routes import Route
+from projections.routes import AudioRoute
 from services.media.opus_forwarding import FRAME_SAMPLES, OpusPacket
 from services.media.router import (
     FORBIDDEN_ROUTES,
@@ -44,7 +44,7 @@ def test_connect_supervisor_to_customer_is_refused_logged_and_counted(
         caplog.at_level(logging.ERROR, logger="earpiece.security"),
         pytest.raises(ForbiddenRoute, match="refused sup-1 → cust: a supervisor's voice"),
     ):
-        router.connect(Route(producer="sup-1", consumer="cust"))
+        router.connect(AudioRoute(producer="sup-1", consumer="cust"))
 
     assert router.connections() == frozenset()
     assert FORBIDDEN_ROUTES._value.get() == before + 1
@@ -55,22 +55,22 @@ def test_customer_consumer_has_one_slot_and_it_is_the_agents() -> None:
     router = full_router()
 
     assert list(router.consumers["cust"].tracks) == ["agent"]
-    assert router.connect(Route(producer="agent", consumer="cust")) == "agent"
+    assert router.connect(AudioRoute(producer="agent", consumer="cust")) == "agent"
 
 
 def test_coaches_take_the_agents_coach_slots_in_order_and_free_them_on_disconnect() -> None:
     router = full_router(coach_slots=1)
 
-    assert router.connect(Route(producer="sup-1", consumer="agent")) == "coach-1"
+    assert router.connect(AudioRoute(producer="sup-1", consumer="agent")) == "coach-1"
     with pytest.raises(NoFreeSlot, match="agent has no free slot for sup-2"):
-        router.connect(Route(producer="sup-2", consumer="agent"))
-    router.disconnect(Route(producer="sup-1", consumer="agent"))
-    assert router.connect(Route(producer="sup-2", consumer="agent")) == "coach-1"
+        router.connect(AudioRoute(producer="sup-2", consumer="agent"))
+    router.disconnect(AudioRoute(producer="sup-1", consumer="agent"))
+    assert router.connect(AudioRoute(producer="sup-2", consumer="agent")) == "coach-1"
 
 
 def test_connecting_twice_keeps_one_slot() -> None:
     router = full_router()
-    route = Route(producer="sup-1", consumer="agent")
+    route = AudioRoute(producer="sup-1", consumer="agent")
 
     assert router.connect(route) == router.connect(route) == "coach-1"
     assert router.connections() == {route}
@@ -80,13 +80,13 @@ def test_route_to_an_absent_participant_is_an_unknown_endpoint() -> None:
     router = full_router()
 
     with pytest.raises(UnknownEndpoint, match="no 'nobody'"):
-        router.connect(Route(producer="nobody", consumer="agent"))
+        router.connect(AudioRoute(producer="nobody", consumer="agent"))
 
 
 def test_producer_packets_reach_only_its_connected_slots() -> None:
     router = full_router()
-    router.connect(Route(producer="sup-1", consumer="agent"))
-    router.connect(Route(producer="agent", consumer="sup-1"))
+    router.connect(AudioRoute(producer="sup-1", consumer="agent"))
+    router.connect(AudioRoute(producer="agent", consumer="sup-1"))
 
     router.producers["sup-1"].deliver(OpusPacket(b"\xfc", 1000, 1.0))
 
@@ -100,22 +100,22 @@ def test_producer_packets_reach_only_its_connected_slots() -> None:
 
 def test_removing_a_producer_removes_its_routes() -> None:
     router = full_router()
-    router.connect(Route(producer="sup-1", consumer="agent"))
-    router.connect(Route(producer="cust", consumer="agent"))
+    router.connect(AudioRoute(producer="sup-1", consumer="agent"))
+    router.connect(AudioRoute(producer="cust", consumer="agent"))
 
     router.remove_producer("sup-1")
 
-    assert router.connections() == {Route(producer="cust", consumer="agent")}
+    assert router.connections() == {AudioRoute(producer="cust", consumer="agent")}
 
 
 def test_slot_switching_speakers_keeps_its_timestamps_continuous() -> None:
     router = full_router(coach_slots=1)
     agent_slot = router.consumers["agent"].tracks["coach-1"]
-    router.connect(Route(producer="sup-1", consumer="agent"))
+    router.connect(AudioRoute(producer="sup-1", consumer="agent"))
     for n in range(3):
         router.producers["sup-1"].deliver(OpusPacket(b"a", 5_000_000 + n * 960, 10.0 + n * 0.02))
-    router.disconnect(Route(producer="sup-1", consumer="agent"))
-    router.connect(Route(producer="sup-2", consumer="agent"))
+    router.disconnect(AudioRoute(producer="sup-1", consumer="agent"))
+    router.connect(AudioRoute(producer="sup-2", consumer="agent"))
     router.producers["sup-2"].deliver(OpusPacket(b"b", 77, 10.54))  # 0.5 s after the last one
 
     sent = [agent_slot._queue.get_nowait().pts for _ in range(4)]
@@ -140,7 +140,7 @@ def test_no_sequence_of_requests_connects_a_supervisor_to_the_customer(
 ) -> None:
     router = full_router(coach_slots=2)
     for op, producer, consumer in requests:
-        route = Route(producer=producer, consumer=consumer)
+        route = AudioRoute(producer=producer, consumer=consumer)
         if op == "republish":
             router.add_producer(producer, PARTICIPANTS[producer])
             continue

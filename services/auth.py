@@ -12,9 +12,10 @@ Public keys come from a PEM or from the issuer's JWKS (``JwksKeys``): PyJWKClien
 and the token's ``kid`` picks the key. Fetching the set is blocking I/O, so async code calls
 ``TokenVerifier.verify_async``, which goes to a thread only when the cache cannot answer.
 
-AuthError.status: 401 for a token to refuse (a new token may do), 403 for a valid token of
-another room, 503 when the JWKS cannot be fetched: the token may well be good, the client should
-retry later rather than sign in again, and monitoring should count it as an outage.
+A refusal is an ``AuthError`` (services/errors.py): ``TokenRefused`` for a token to refuse (a
+new token may do), ``AccessDenied`` for a valid token of another room, ``IssuerUnavailable`` when
+the JWKS cannot be fetched: the token may well be good, the client should retry later rather
+than sign in again, and monitoring should count it as an outage.
 """
 
 from __future__ import annotations
@@ -27,9 +28,9 @@ from typing import Any
 import jwt
 import msgspec
 
-from events.errors import EarpieceError
 from events.room import Role
 from projections.commands import Actor
+from services.errors import AccessDenied, IssuerUnavailable, TokenRefused
 from services.settings import ASYMMETRIC_ALGORITHMS, SYMMETRIC_ALGORITHMS, PublicKey, Settings
 
 REQUIRED_CLAIMS = ["exp", "aud", "iss", "sub", "name", "room", "role"]
@@ -59,15 +60,6 @@ class Claims(msgspec.Struct, frozen=True, kw_only=True):
             can_whisper=self.whisper,
             queue=self.queue,
         )
-
-
-class AuthError(EarpieceError):
-    """Why a token was refused; ``status`` is the HTTP status to answer with."""
-
-    def __init__(self, reason: str, status: int = 401) -> None:
-        super().__init__(reason)
-        self.reason = reason
-        self.status = status
 
 
 class JwksKeys:
@@ -101,8 +93,8 @@ class JwksKeys:
             # A plain PyJWKClientError with a good set in hand means the kid is not in it; any
             # other failure (unreachable, not JSON, no usable keys) is the endpoint's.
             if type(exc) is jwt.PyJWKClientError and self._cached_set() is not None:
-                raise AuthError(f"invalid token: no signing key with kid {kid!r}") from exc
-            raise AuthError(f"signing keys unavailable from {self.url}: {exc}", status=503) from exc
+                raise TokenRefused(f"invalid token: no signing key with kid {kid!r}") from exc
+            raise IssuerUnavailable(f"signing keys unavailable from {self.url}: {exc}") from exc
 
     def _cached_set(self) -> jwt.PyJWKSet | None:
         cache = self._client.jwk_set_cache
@@ -184,11 +176,11 @@ class TokenVerifier:
             )
             claims = msgspec.convert(payload, Claims)
         except jwt.PyJWTError as exc:
-            raise AuthError(f"invalid token: {exc}") from exc
+            raise TokenRefused(f"invalid token: {exc}") from exc
         except msgspec.ValidationError as exc:
-            raise AuthError(f"invalid token claims: {exc}") from exc
+            raise TokenRefused(f"invalid token claims: {exc}") from exc
         if claims.room == ANY_ROOM and (claims.role is not Role.SUPERVISOR or not claims.queues):
-            raise AuthError(
+            raise TokenRefused(
                 "invalid token claims: only a supervisor's token may name every room "
                 '("room": "*"), and it must list its "queues"'
             )
@@ -198,20 +190,20 @@ class TokenVerifier:
 def _check_room(claims: Claims, room_id: str, *, room_queue: str | None) -> None:
     if claims.room == ANY_ROOM:
         if room_queue is None or room_queue not in claims.queues:
-            raise AuthError(
-                f"room {room_id!r} is not in the token's queues {list(claims.queues)}", status=403
+            raise AccessDenied(
+                f"room {room_id!r} is not in the token's queues {list(claims.queues)}"
             )
     elif claims.room != room_id:
-        raise AuthError(f"token is for room {claims.room!r}, not {room_id!r}", status=403)
+        raise AccessDenied(f"token is for room {claims.room!r}, not {room_id!r}")
 
 
 def _kid(token: str) -> str:
     try:
         kid = jwt.get_unverified_header(token).get("kid")
     except jwt.PyJWTError as exc:
-        raise AuthError(f"invalid token: {exc}") from exc
+        raise TokenRefused(f"invalid token: {exc}") from exc
     if not isinstance(kid, str):
-        raise AuthError("invalid token: no kid header to pick a key from the JWKS")
+        raise TokenRefused("invalid token: no kid header to pick a key from the JWKS")
     return kid
 
 

@@ -29,9 +29,7 @@ from types import TracebackType
 
 import redis
 
-
-class RedisServerError(RuntimeError):
-    pass
+from services.errors import RedisServerError
 
 
 def find_redis_server() -> Path:

@@ -19,7 +19,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from cryptography.hazmat.primitives.asymmetric.rsa import RSAPublicKey
 from cryptography.hazmat.primitives.serialization import load_pem_public_key
 
-from events.errors import EarpieceError
+from services.errors import SettingsError
 
 SYMMETRIC_ALGORITHMS = frozenset({"HS256", "HS384", "HS512"})
 """Verified with the shared secret (development, or a trusted issuer sharing it)."""
@@ -32,15 +32,6 @@ _KEY_TYPES: dict[str, type[PublicKey]] = {
     "ES256": EllipticCurvePublicKey,
     "EdDSA": Ed25519PublicKey,
 }
-
-
-class SettingsError(EarpieceError, ValueError):
-    """A setting the service cannot start with; ``variable`` is the environment variable to fix."""
-
-    def __init__(self, variable: str, reason: str) -> None:
-        super().__init__(f"{variable}: {reason}")
-        self.variable = variable
-        self.reason = reason
 
 
 class Settings(msgspec.Struct, frozen=True, kw_only=True):

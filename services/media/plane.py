@@ -13,24 +13,25 @@ import asyncio
 import contextlib
 import logging
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Literal, NamedTuple
 
 import redis.asyncio as redis
 from aiortc import RTCConfiguration, RTCPeerConnection, RTCSessionDescription
+from aiortc.exceptions import InvalidAccessError, InvalidStateError
 from aiortc.mediastreams import MediaStreamTrack
 
 from events.errors import StoreUnavailable
 from events.room import Role
 from events.store import EventStore
 from projections.commands import Actor
+from services.errors import BadOffer, SessionReplaced
 from services.media.opus_forwarding import tap_opus
 from services.media.route_log import RouteLog
 from services.media.route_reconciler import RouteReconciler
 from services.media.router import Router, slot_names
 from services.media.sdp import (
     OPUS_FMTP,
-    BadOffer,
     OfferSummary,
     announce_address,
     check_offer,
@@ -217,6 +218,21 @@ class MediaPlane:
         expiry.add_done_callback(self._expiries.discard)
         return session
 
+    @contextlib.asynccontextmanager
+    async def _translated(self, session: Session) -> AsyncIterator[None]:
+        """aiortc's refusals as ours: the offer's fault (BadOffer), or the session ended while
+        it was being set up (SessionReplaced); the session is ended either way."""
+        try:
+            yield
+        except (InvalidAccessError, ValueError, KeyError, IndexError) as exc:
+            await self.end(session)
+            raise BadOffer(f"offer refused by the media server: {exc}") from exc
+        except InvalidStateError as exc:
+            await self.end(session)
+            raise SessionReplaced(
+                "this session ended while it was being set up: a newer one of yours replaced it"
+            ) from exc
+
     async def _expire_unconnected(self, session: Session) -> None:
         """A session whose client never connects must not hold the participant's seat."""
         await asyncio.sleep(self.settings.connect_timeout_s)
@@ -234,14 +250,12 @@ class MediaPlane:
 
     async def _set_offer(self, session: Session, offer: str) -> None:
         offer = keep_candidates_from(offer, self._networks)
-        try:
+        async with self._translated(session):
             await session.pc.setRemoteDescription(RTCSessionDescription(sdp=offer, type="offer"))
-        except (ValueError, KeyError, IndexError) as exc:
-            await self.end(session)
-            raise BadOffer(f"offer refused by the media server: {exc}") from exc
 
     async def _answer(self, session: Session) -> str:
-        await session.pc.setLocalDescription(await session.pc.createAnswer())
+        async with self._translated(session):
+            await session.pc.setLocalDescription(await session.pc.createAnswer())
         answer = with_opus_fmtp(only_opus(session.pc.localDescription.sdp), OPUS_FMTP)
         announced = self.settings.ice_announced_address
         if announced is not None:

@@ -17,8 +17,9 @@ from events.room import Role
 from events.store import EventStore
 from projections.decider import RoomState, fold
 from projections.routes import AudioRoute, routes
+from services.errors import RouterError
 from services.media.route_log import RouteLog, RouteOp
-from services.media.router import Consumer, Producer, Router, RouterError
+from services.media.router import Consumer, Producer, Router
 from services.streams.room_states import RoomStates
 
 log = logging.getLogger(__name__)

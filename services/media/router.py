@@ -23,9 +23,9 @@ import logging
 
 from prometheus_client import Counter
 
-from events.errors import EarpieceError
 from events.room import Role
 from projections.routes import AudioRoute
+from services.errors import ForbiddenRoute, NoFreeSlot, UnknownEndpoint
 from services.media.opus_forwarding import OpusPacket, SlotTrack
 
 log = logging.getLogger(__name__)
@@ -35,25 +35,6 @@ FORBIDDEN_ROUTES = Counter(
     "earpiece_forbidden_routes",
     "Connections the router refused to make because of whisper separation",
 )
-
-
-class RouterError(EarpieceError):
-    pass
-
-
-class ForbiddenRoute(RouterError):
-    def __init__(self, room_id: str, producer: str, consumer: str, reason: str) -> None:
-        super().__init__(f"room {room_id!r}: refused {producer} → {consumer}: {reason}")
-        self.producer = producer
-        self.consumer = consumer
-
-
-class NoFreeSlot(RouterError):
-    pass
-
-
-class UnknownEndpoint(RouterError):
-    pass
 
 
 def refusal(producer_role: Role, consumer_role: Role) -> str | None:

@@ -20,6 +20,8 @@ from typing import Literal
 import msgspec
 from aiortc.sdp import SessionDescription
 
+from services.errors import BadOffer
+
 MAX_SDP_BYTES = 64 * 1024
 MAX_SDP_LINES = 2000
 
@@ -50,14 +52,6 @@ _PAYLOAD_ATTRIBUTE = re.compile(r"a=(?:rtpmap|fmtp|rtcp-fb):(?P<pt>[0-9]{1,3})[ 
 _MediaDirection = Literal["sendrecv", "sendonly", "recvonly", "inactive"]
 _DIRECTIONS: tuple[_MediaDirection, ...] = ("sendrecv", "sendonly", "recvonly", "inactive")
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
-
-
-class BadOffer(ValueError):
-    """An offer the service will not answer; ``reason`` is written for the client to read."""
-
-    def __init__(self, reason: str) -> None:
-        super().__init__(reason)
-        self.reason = reason
 
 
 class OfferSummary(msgspec.Struct, frozen=True, kw_only=True):

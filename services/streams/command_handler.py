@@ -15,10 +15,11 @@ import weakref
 import msgspec
 
 from events.envelope import new_event_id
-from events.errors import EarpieceError, WrongExpectedVersion
+from events.errors import WrongExpectedVersion
 from events.store import EventStore
 from projections.commands import Actor, RoomCommand
 from projections.decider import Rejection, decide
+from services.errors import Contention
 from services.streams.room_states import RoomStates
 
 
@@ -37,12 +38,6 @@ class Unchanged(msgspec.Struct, frozen=True, kw_only=True):
 
 
 Outcome = Accepted | Unchanged | Rejection
-
-
-class Contention(EarpieceError):
-    def __init__(self, room_id: str, attempts: int) -> None:
-        super().__init__(f"room {room_id!r} changed under {attempts} attempts in a row; retry")
-        self.room_id = room_id
 
 
 class CommandHandler:

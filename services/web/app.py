@@ -23,32 +23,39 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route, WebSocketRoute
 
-from events.errors import IdempotencyKeyReused, StoreUnavailable
+from events.errors import EarpieceError, StoreUnavailable
 from events.keys import KeySpace
 from events.room import Role
 from events.store import EventStore
 from projections.audit import timeline_of, verify
 from projections.commands import RoomCommand
 from projections.decider import Rejection
-from services.auth import AuthError, verifier_from_settings
+from services.auth import verifier_from_settings
+from services.errors import (
+    AccessDenied,
+    CommandRejected,
+    InvalidCommand,
+    InvalidJson,
+    NotFound,
+    WorkerStopped,
+)
 from services.media.plane import MediaPlane
 from services.media.route_log import RouteLog
 from services.settings import Settings
 from services.streams.audit_trail import AuditTrail, run_audit_projection
-from services.streams.command_handler import Accepted, CommandHandler, Contention
+from services.streams.command_handler import Accepted, CommandHandler
 from services.streams.feed_trimming import trim_feeds
 from services.streams.lobby import Lobby, LobbyChanges, run_lobby
 from services.streams.room_followers import RoomFollowers
 from services.streams.room_states import RoomStates
 from services.web import pages
 from services.web.http import (
-    ApiError,
     authenticate,
     bounded_body,
-    http_error,
+    error_response,
     json_response,
     room_id_of,
-    store_unavailable,
+    starlette_error,
 )
 from services.web.live_channel import LiveChannel
 from services.web.lobby_socket import LobbySocket, check_lobby_access
@@ -83,13 +90,11 @@ class Api:
     async def healthz(self, request: Request) -> Response:
         for worker in self.workers:
             if worker.done() and not worker.cancelled():
-                raise ApiError(
-                    503, "unavailable", f"{worker.get_name()} stopped: {worker.exception()!r}"
-                )
+                raise WorkerStopped(f"{worker.get_name()} stopped: {worker.exception()!r}")
         try:
             await self.client.ping()
         except RedisError as exc:
-            raise ApiError(503, "unavailable", f"redis: {exc}") from exc
+            raise StoreUnavailable(f"redis: {exc}") from exc
         return json_response({"status": "ok"})
 
     async def post_command(self, request: Request) -> Response:
@@ -99,23 +104,18 @@ class Api:
         try:
             command = _command_decoder.decode(body)
         except msgspec.ValidationError as exc:
-            raise ApiError(422, "invalid_command", str(exc)) from exc
+            raise InvalidCommand(str(exc)) from exc
         except msgspec.DecodeError as exc:
-            raise ApiError(400, "invalid_json", str(exc)) from exc
-        try:
-            outcome = await self.commands.handle(
-                room_id,
-                command,
-                claims.actor(),
-                idempotency_key=request.headers.get("idempotency-key"),
-                correlation_id=request.headers.get("x-correlation-id"),
-            )
-        except IdempotencyKeyReused as exc:
-            raise ApiError(422, "idempotency_key_reused", str(exc)) from exc
-        except Contention as exc:
-            raise ApiError(409, "conflict", str(exc)) from exc
+            raise InvalidJson(str(exc)) from exc
+        outcome = await self.commands.handle(
+            room_id,
+            command,
+            claims.actor(),
+            idempotency_key=request.headers.get("idempotency-key"),
+            correlation_id=request.headers.get("x-correlation-id"),
+        )
         if isinstance(outcome, Rejection):
-            raise ApiError(409, "rejected", outcome.reason)
+            raise CommandRejected(outcome.reason)
         status = 201 if isinstance(outcome, Accepted) else 200
         if claims.role is Role.CUSTOMER:
             # Versions count every event of the room, supervisors' included: not for customers.
@@ -124,22 +124,17 @@ class Api:
 
     async def get_lobby(self, request: Request) -> Response:
         claims = await authenticate(self.verifier, request, None)
-        try:
-            check_lobby_access(claims)
-        except AuthError as exc:
-            raise ApiError(exc.status, "forbidden", exc.reason) from exc
+        check_lobby_access(claims)
         return json_response({"rooms": await self.lobby.rooms(claims.queues)})
 
     async def get_audit(self, request: Request) -> Response:
         room_id = room_id_of(request)
         claims = await authenticate(self.verifier, request, room_id)
         if claims.role is not Role.SUPERVISOR:
-            raise ApiError(
-                403, "forbidden", f"only supervisors may read the audit log, not the {claims.role}"
-            )
+            raise AccessDenied(f"only supervisors may read the audit log, not the {claims.role}")
         records = await self.audit.records(room_id)
         if not records:
-            raise ApiError(404, "not_found", f"room {room_id!r} has no audit records (yet)")
+            raise NotFound(f"room {room_id!r} has no audit records (yet)")
         routes = await RouteLog(self.client, self.store.keys, room_id).read()
         return json_response(
             {"verification": verify(records), "timeline": timeline_of(records), "routes": routes}
@@ -188,7 +183,7 @@ def create_app(settings: Settings, client: redis.Redis) -> Starlette:
             WebSocketRoute("/lobby/live", lobby_socket.endpoint),
             *pages.routes(),
         ],
-        exception_handlers={HTTPException: http_error, StoreUnavailable: store_unavailable},
+        exception_handlers={EarpieceError: error_response, HTTPException: starlette_error},
         lifespan=lifespan,
     )
     app.state.api = api

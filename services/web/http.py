@@ -1,14 +1,12 @@
-"""What every HTTP route shares: JSON errors, bearer authentication, bounded bodies.
+"""What every HTTP route shares: bearer authentication, bounded bodies, JSON errors.
 
-Errors are JSON ``{"error": <code>, "detail": <sentence>}`` with a fitting status:
-
-    400 invalid_json / invalid_room / bad_offer   401 unauthorized   403 forbidden
-    404 not_found      409 rejected / conflict    413 too_large      415 unsupported_media_type
-    422 invalid_command / idempotency_key_reused  503 unavailable
+Errors are JSON ``{"error": <code>, "detail": <sentence>}``, with the status and code that
+``services.errors.answer_for`` gives the error raised (the tree in services/errors.py).
 """
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 import msgspec
@@ -16,17 +14,13 @@ from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import Response
 
-from events.errors import InvalidRoomId
 from events.keys import check_room_id
-from services.auth import AuthError, Claims, TokenVerifier
+from services.auth import Claims, TokenVerifier
+from services.errors import INTERNAL, TokenRefused, TooLarge, answer_for
+
+log = logging.getLogger(__name__)
 
 _encoder = msgspec.json.Encoder()
-
-
-class ApiError(HTTPException):
-    def __init__(self, status: int, error: str, detail: str) -> None:
-        super().__init__(status, detail)
-        self.error = error
 
 
 def json_response(body: Any, status: int = 200, headers: dict[str, str] | None = None) -> Response:
@@ -38,42 +32,43 @@ async def authenticate(verifier: TokenVerifier, request: Request, room_id: str |
     (None: for any room, as the supervisors' lobby asks)."""
     scheme, _, token = request.headers.get("authorization", "").partition(" ")
     if scheme.lower() != "bearer" or not token.strip():
-        raise ApiError(401, "unauthorized", "send Authorization: Bearer <token>")
-    try:
-        if room_id is None:
-            return await verifier.claims_async(token.strip())
-        return await verifier.verify_async(token.strip(), room_id)
-    except AuthError as exc:
-        error = {403: "forbidden", 503: "unavailable"}.get(exc.status, "unauthorized")
-        raise ApiError(exc.status, error, exc.reason) from exc
+        raise TokenRefused("send Authorization: Bearer <token>")
+    if room_id is None:
+        return await verifier.claims_async(token.strip())
+    return await verifier.verify_async(token.strip(), room_id)
 
 
 def room_id_of(request: Request) -> str:
     room_id: str = request.path_params["room_id"]
-    try:
-        return check_room_id(room_id)
-    except InvalidRoomId as exc:
-        raise ApiError(400, "invalid_room", str(exc)) from exc
+    return check_room_id(room_id)
 
 
 async def bounded_body(request: Request, limit: int) -> bytes:
     declared = request.headers.get("content-length")
     if declared is not None and declared.isdigit() and int(declared) > limit:
-        raise ApiError(413, "too_large", f"body of {declared} bytes is over {limit}")
+        raise TooLarge(f"body of {declared} bytes is over {limit}")
     body = bytearray()
     async for chunk in request.stream():
         body += chunk
         if len(body) > limit:
-            raise ApiError(413, "too_large", f"body is over {limit} bytes")
+            raise TooLarge(f"body is over {limit} bytes")
     return bytes(body)
 
 
-async def http_error(request: Request, exc: Exception) -> Response:
-    error = exc.error if isinstance(exc, ApiError) else "http"
-    detail = exc.detail if isinstance(exc, HTTPException) else str(exc)
-    status = exc.status_code if isinstance(exc, HTTPException) else 500
-    return json_response({"error": error, "detail": detail}, status)
+async def error_response(request: Request, exc: Exception) -> Response:
+    """The JSON answer for an error of ours (services/errors.py says which)."""
+    answer = answer_for(exc)
+    if answer is INTERNAL:
+        log.error("%s %s failed", request.method, request.url.path, exc_info=exc)
+    return json_response({"error": answer.error, "detail": str(exc)}, answer.status)
 
 
-async def store_unavailable(request: Request, exc: Exception) -> Response:
-    return json_response({"error": "unavailable", "detail": str(exc)}, 503)
+_STARLETTE_ERRORS = {404: "not_found", 405: "method_not_allowed"}
+
+
+async def starlette_error(request: Request, exc: Exception) -> Response:
+    """Starlette's own HTTPException (no route for a path or a method), in the same shape."""
+    if not isinstance(exc, HTTPException):
+        return await error_response(request, exc)
+    error = _STARLETTE_ERRORS.get(exc.status_code, "http")
+    return json_response({"error": error, "detail": exc.detail}, exc.status_code)

@@ -43,10 +43,10 @@ from services.media.router import slot_names
 from services.streams.command_handler import Accepted, CommandHandler
 from services.streams.room_followers import RoomFollowers
 from services.web.sockets import (
-    BAD_ROOM,
     NOT_TEXT,
     ErrorMessage,
     authenticate,
+    close_for,
     closed_as_it_ends,
     expire_after,
     receive_text,
@@ -121,7 +121,7 @@ class LiveChannel:
         try:
             room_id = check_room_id(websocket.path_params["room_id"])
         except InvalidRoomId as exc:
-            await websocket.close(BAD_ROOM, str(exc)[:120])
+            await close_for(websocket, exc)
             return
         claims = await authenticate(
             websocket, lambda token: self.verifier.verify_async(token, room_id)

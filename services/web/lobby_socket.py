@@ -17,7 +17,8 @@ from starlette.websockets import WebSocket
 
 from events.room import Role
 from projections.views import LiveRoom
-from services.auth import AuthError, Claims, TokenVerifier
+from services.auth import Claims, TokenVerifier
+from services.errors import AccessDenied
 from services.streams.lobby import LobbyChanges
 from services.web.sockets import (
     NOT_TEXT,
@@ -39,7 +40,7 @@ NO_MESSAGES = ErrorMessage(error="invalid_message", detail="the lobby takes no m
 
 def check_lobby_access(claims: Claims) -> None:
     if claims.role is not Role.SUPERVISOR:
-        raise AuthError(f"only supervisors have a lobby, not the {claims.role}", 403)
+        raise AccessDenied(f"only supervisors have a lobby, not the {claims.role}")
 
 
 class LobbySocket:

@@ -24,10 +24,17 @@ from starlette.routing import Route
 from projections.commands import Actor, Join, Leave, RoomCommand
 from projections.decider import Rejection
 from services.auth import TokenVerifier
+from services.errors import (
+    BadOffer,
+    CommandRejected,
+    MethodNotAllowed,
+    NotFound,
+    UnsupportedMediaType,
+)
 from services.media.plane import Direction, MediaPlane, Session
-from services.media.sdp import MAX_SDP_BYTES, BadOffer
+from services.media.sdp import MAX_SDP_BYTES
 from services.streams.command_handler import Accepted, CommandHandler
-from services.web.http import ApiError, authenticate, bounded_body, room_id_of
+from services.web.http import authenticate, bounded_body, room_id_of
 
 log = logging.getLogger(__name__)
 
@@ -67,26 +74,23 @@ class Signaling:
         room_id = room_id_of(request)
         claims = await authenticate(self.verifier, request, room_id)
         if request.headers.get("content-type", "").split(";")[0].strip() != "application/sdp":
-            raise ApiError(415, "unsupported_media_type", "send the offer as application/sdp")
+            raise UnsupportedMediaType("send the offer as application/sdp")
         body = await bounded_body(request, MAX_SDP_BYTES)
         try:
             offer = body.decode()
         except UnicodeDecodeError as exc:
-            raise ApiError(400, "bad_offer", "the offer is not UTF-8 text") from exc
+            raise BadOffer("the offer is not UTF-8 text") from exc
         actor = claims.actor()
         # A bad offer is refused before the join, so that it leaves no event in the room.
-        try:
-            checked = self.media.check(offer, actor.role, direction)
-        except BadOffer as exc:
-            raise ApiError(400, "bad_offer", exc.reason) from exc
+        checked = self.media.check(offer, actor.role, direction)
         joined = await self._command(room_id, Join(), actor)
         start = self.media.publish if direction == "publish" else self.media.receive
         try:
             session, answer = await start(room_id, actor, checked)
-        except BadOffer as exc:
+        except BadOffer:
             if joined:  # undo only the join this request made, not one made by a command
                 await self._leave_if_gone(room_id, actor)
-            raise ApiError(400, "bad_offer", exc.reason) from exc
+            raise
         location = f"/rooms/{room_id}/{PATHS[direction]}/{session.id}"
         return Response(answer, 201, {"Location": location}, "application/sdp")
 
@@ -97,7 +101,7 @@ class Signaling:
         session = room.sessions.get(request.path_params["session_id"]) if room else None
         direction = DIRECTIONS[request.url.path.split("/")[3]]  # /rooms/{room}/whip/{id}
         if session is None or (session.actor.subject, session.direction) != (claims.sub, direction):
-            raise ApiError(404, "not_found", "no such session of yours in this room")
+            raise NotFound("no such session of yours in this room")
         await self.media.end(session)
         await self._leave_if_gone(room_id, claims.actor())
         return Response(status_code=200)
@@ -106,7 +110,7 @@ class Signaling:
         """Whether ``command`` stored events (False: it changed nothing); 409 if rejected."""
         outcome = await self.commands.handle(room_id, command, actor)
         if isinstance(outcome, Rejection):
-            raise ApiError(409, "rejected", outcome.reason)
+            raise CommandRejected(outcome.reason)
         return isinstance(outcome, Accepted)
 
     async def _leave_if_gone(self, room_id: str, actor: Actor) -> None:
@@ -125,4 +129,4 @@ class Signaling:
 
 
 async def _no_trickle(request: Request) -> Response:
-    raise ApiError(405, "method_not_allowed", "no trickle ICE: the answer carries every candidate")
+    raise MethodNotAllowed("no trickle ICE: the answer carries every candidate")

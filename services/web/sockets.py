@@ -1,9 +1,10 @@
 """What the pages' WebSockets share: a token in the first message, JSON text frames, close codes.
 
-Close codes: 4401 no, bad or expired token; 4403 a good token that gives no access here; 4400 a
-room id that cannot exist; 1009 a message over the size limit (uvicorn's ``ws_max_size``);
-1011 the event store or the token issuer is unavailable, so reconnect. A socket is closed with
-4401 when its token expires: a token is checked for its whole life, not only at the start.
+Close codes, from ``services.errors.answer_for``: 4401 no, bad or expired token; 4403 a good
+token that gives no access here; 4400 a room id that cannot exist; 1009 a message over the size
+limit (uvicorn's ``ws_max_size``); 1011 the event store or the token issuer is unavailable, so
+reconnect. A socket is closed with 4401 when its token expires: a token is checked for its whole
+life, not only at the start.
 """
 
 from __future__ import annotations
@@ -16,14 +17,14 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 import msgspec
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
-from events.errors import StoreUnavailable
-from services.auth import AuthError, Claims
+from events.errors import EarpieceError, StoreUnavailable
+from services.auth import Claims
+from services.errors import AuthError, TokenExpired, answer_for
 
 log = logging.getLogger(__name__)
 
 AUTH_TIMEOUT_S = 5.0
-UNAUTHORIZED, FORBIDDEN, BAD_ROOM = 4401, 4403, 4400
-TRY_AGAIN_LATER = 1011
+UNAUTHORIZED = 4401
 
 
 class Auth(msgspec.Struct, frozen=True, tag="auth", forbid_unknown_fields=True):
@@ -70,41 +71,43 @@ async def authenticate(
     except (TimeoutError, msgspec.DecodeError):
         await websocket.close(UNAUTHORIZED, SEND_AUTH_FIRST)
     except AuthError as exc:
-        code = {403: FORBIDDEN, 503: TRY_AGAIN_LATER}.get(exc.status, UNAUTHORIZED)
-        await websocket.close(code, exc.reason[:120])  # a close reason holds 123 bytes
+        await close_for(websocket, exc)
     except WebSocketDisconnect:
         pass
     return None
-
-
-class TokenExpired(Exception):
-    """Raised in a socket's task group when its token expires; the endpoint then closes it."""
-
-    reason = "the token has expired: open the page with a new link"
 
 
 async def expire_after(seconds: float) -> None:
     """Raise TokenExpired in ``seconds``: run in the socket's task group, it stops the others
     before the endpoint closes the socket, so that nothing is sent after the close."""
     await asyncio.sleep(max(0.0, seconds))
-    raise TokenExpired
+    raise TokenExpired()
+
+
+async def close_for(websocket: WebSocket, error: EarpieceError, reason: str = "") -> None:
+    """Close the socket with the code that ``error`` is answered with, and ``reason`` (by
+    default the error's sentence)."""
+    code = answer_for(error).close_code or 1011  # none of its own: the server's, reconnect
+    with contextlib.suppress(RuntimeError):  # the page went at the same moment
+        await websocket.close(code, (reason or str(error))[:120])  # a reason holds 123 bytes
 
 
 @contextlib.asynccontextmanager
 async def closed_as_it_ends(websocket: WebSocket, log_as: str) -> AsyncIterator[None]:
     """Run a socket's work, then close it once with the code that says why it ended: nothing
-    to do if the page went; 4401 if its token expired; 1011 (reconnect) if the store failed."""
+    to do if the page went; else the code of the error that ended it (4401 if its token expired;
+    1011, reconnect, if the store failed)."""
     try:
         yield
     except* WebSocketDisconnect:
         pass
-    except* TokenExpired:
-        with contextlib.suppress(RuntimeError):  # the page went at the same moment
-            await websocket.close(UNAUTHORIZED, TokenExpired.reason)
-    except* StoreUnavailable as failures:
-        log.warning("%s: %s", log_as, failures.exceptions[0])
-        with contextlib.suppress(RuntimeError):  # already closed by the page
-            await websocket.close(TRY_AGAIN_LATER, "event store unavailable; reconnect")
+    except* EarpieceError as failures:
+        error = failures.exceptions[0]
+        if isinstance(error, StoreUnavailable):
+            log.warning("%s: %s", log_as, error)
+            await close_for(websocket, error, "event store unavailable; reconnect")
+        elif isinstance(error, EarpieceError):
+            await close_for(websocket, error)
 
 
 async def send_message(websocket: WebSocket, message: msgspec.Struct) -> None:

@@ -20,9 +20,10 @@ from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
 from jwt.algorithms import OKPAlgorithm, RSAAlgorithm
 
 from events.room import Role
-from services.auth import AuthError, JwksKeys, TokenVerifier, verifier_from_settings
+from services.auth import JwksKeys, TokenVerifier, verifier_from_settings
+from services.errors import AuthError, SettingsError, answer_for
 from services.redis_server import free_loopback_port
-from services.settings import Settings, SettingsError
+from services.settings import Settings
 
 SECRET = "test-secret-of-at-least-32-bytes!"
 PrivateKey = rsa.RSAPrivateKey | ec.EllipticCurvePrivateKey | ed25519.Ed25519PrivateKey
@@ -303,14 +304,14 @@ def test_verify_of_an_unacceptable_token_raises_401(changes: dict[str, Any], mat
     token = jwt.encode(claims(**changes), SECRET, algorithm="HS256")
     with pytest.raises(AuthError, match=match) as raised:
         secret_verifier().verify(token, "room-1")
-    assert raised.value.status == 401
+    assert answer_for(raised.value).status == 401
 
 
 def test_verify_of_a_token_for_another_room_raises_403() -> None:
     token = jwt.encode(claims(room="room-2"), SECRET, algorithm="HS256")
     with pytest.raises(AuthError, match="token is for room 'room-2', not 'room-1'") as raised:
         secret_verifier().verify(token, "room-1")
-    assert raised.value.status == 403
+    assert answer_for(raised.value).status == 403
 
 
 def test_verify_of_an_unsigned_token_raises_401() -> None:
@@ -418,7 +419,7 @@ async def test_verify_async_of_an_unknown_kid_raises_401(
 ) -> None:
     with pytest.raises(AuthError, match="invalid token: no signing key with kid 'rsa-9'") as raised:
         await jwks_verifier(jwks.url).verify_async(sign(rsa_key_2, "RS256", "rsa-9"), "room-1")
-    assert raised.value.status == 401
+    assert answer_for(raised.value).status == 401
 
 
 async def test_verify_async_of_a_token_without_kid_raises_401(
@@ -457,7 +458,7 @@ async def test_verify_async_with_the_jwks_endpoint_down_raises_503(
     url = f"http://127.0.0.1:{free_loopback_port()}/jwks"
     with pytest.raises(AuthError, match=f"signing keys unavailable from {url}: Fail") as raised:
         await jwks_verifier(url).verify_async(sign(rsa_key, "RS256", "rsa-1"), "room-1")
-    assert raised.value.status == 503
+    assert answer_for(raised.value).status == 503
 
 
 async def test_verify_async_with_a_jwks_endpoint_answering_html_raises_503(
@@ -468,7 +469,7 @@ async def test_verify_async_with_a_jwks_endpoint_answering_html_raises_503(
         AuthError, match=r"signing keys unavailable from .*: Expecting value"
     ) as raised:
         await jwks_verifier(jwks.url).verify_async(sign(rsa_key, "RS256", "rsa-1"), "room-1")
-    assert raised.value.status == 503
+    assert answer_for(raised.value).status == 503
 
 
 async def test_verify_async_with_the_set_cached_verifies_while_the_endpoint_is_down(
@@ -498,7 +499,7 @@ async def test_verify_async_with_a_jwks_of_a_token_for_another_room_raises_403(
         await jwks_verifier(jwks.url).verify_async(
             sign(rsa_key, "RS256", "rsa-1", room="room-2"), "room-1"
         )
-    assert raised.value.status == 403
+    assert answer_for(raised.value).status == 403
 
 
 def test_verify_from_settings_with_a_jwks_url_fetches_the_key(

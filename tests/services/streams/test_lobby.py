@@ -18,7 +18,8 @@ from websockets.asyncio.client import ClientConnection
 from events.room import ParticipantJoined, Role
 from events.store import EventStore
 from projections.decider import RoomState, fold, initial_state
-from services.auth import AuthError, TokenVerifier
+from services.auth import TokenVerifier
+from services.errors import AuthError
 from services.streams.lobby import Lobby
 from services.streams.room_states import RoomStates
 from tests.support import SECRET, token

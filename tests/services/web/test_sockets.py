@@ -14,7 +14,8 @@ from starlette.routing import WebSocketRoute
 from starlette.websockets import WebSocket
 
 from events.room import Role
-from services.auth import AuthError, Claims
+from services.auth import Claims
+from services.errors import AccessDenied, IssuerUnavailable, TokenRefused
 from services.redis_server import free_loopback_port
 from services.web.sockets import SEND_AUTH_FIRST, authenticate
 
@@ -22,11 +23,12 @@ GOOD = Claims(sub="sup-1", name="Sam", room="*", role=Role.SUPERVISOR, exp=2_000
 
 
 async def verify(token: str) -> Claims:
-    """A verifier whose answer is the token itself: good, or an AuthError with a status."""
+    """A verifier whose answer is the token itself: good, or the AuthError of a status."""
     if token == "good":
         return GOOD
     status, _, reason = token.partition(":")
-    raise AuthError(reason, int(status))
+    refusal = {"401": TokenRefused, "403": AccessDenied, "503": IssuerUnavailable}[status]
+    raise refusal(reason)
 
 
 async def endpoint(websocket: WebSocket) -> None:

@@ -178,6 +178,28 @@ def verify(records: Sequence[AuditRecord], *, expected_head: str | None = None) 
     return Verification(ok=True, checked=len(records), broken_at=None, reason="")
 
 
+def verify_against_stream(
+    records: Sequence[AuditRecord], envelopes: Iterable[Envelope]
+) -> Verification:
+    """``verify``, and then that each record says what the room's stream says at its version:
+    a chain consistent with itself must also be the chain of these events."""
+    verification = verify(records)
+    if not verification.ok:
+        return verification
+    by_version = {envelope.version: envelope for envelope in envelopes}
+    for record in records:
+        stored = by_version.get(record.version)
+        if stored is None or (stored.event_id, stored.event) != (record.event_id, record.event):
+            return Verification(
+                ok=False,
+                checked=record.seq - 1,
+                broken_at=record.seq,
+                reason=f"record {record.seq}: differs from version {record.version} "
+                "of the room's stream",
+            )
+    return verification
+
+
 class Mark(msgspec.Struct, frozen=True, kw_only=True):
     """When something happened: the record's wall-clock time, place in the log, and actor."""
 

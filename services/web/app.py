@@ -27,7 +27,7 @@ from events.errors import EarpieceError, StoreUnavailable
 from events.keys import KeySpace
 from events.room import Role
 from events.store import EventStore
-from projections.audit import timeline_of, verify
+from projections.audit import timeline_of, verify_against_stream
 from projections.commands import RoomCommand
 from projections.decider import Rejection
 from services.auth import verifier_from_settings
@@ -135,9 +135,14 @@ class Api:
         records = await self.audit.records(room_id)
         if not records:
             raise NotFound(f"room {room_id!r} has no audit records (yet)")
+        envelopes = [envelope async for envelope in self.store.read_all(room_id)]
         routes = await RouteLog(self.client, self.store.keys, room_id).read()
         return json_response(
-            {"verification": verify(records), "timeline": timeline_of(records), "routes": routes}
+            {
+                "verification": verify_against_stream(records, envelopes),
+                "timeline": timeline_of(records),
+                "routes": routes,
+            }
         )
 
 

@@ -40,6 +40,7 @@ from projections.audit import (
     replay,
     timeline_of,
     verify,
+    verify_against_stream,
 )
 from projections.decider import fold, initial_state
 
@@ -217,6 +218,21 @@ def test_verify_with_the_head_catches_a_dropped_last_record() -> None:
     assert (result.ok, result.checked, result.broken_at) == (False, 11, 12)
     assert result.reason.startswith("record 12: missing")
     assert verify(records, expected_head=records[-1].hash).ok
+
+
+def test_verify_against_stream_passes_the_chain_of_the_stream() -> None:
+    assert verify_against_stream(chain(CALL), CALL).ok
+
+
+def test_verify_against_stream_fails_at_a_record_the_stream_contradicts() -> None:
+    # Chain and stream each hold up alone: a consistent chain of other events is still caught.
+    rewritten = [*CALL[:4], replace(CALL[4], event=WhisperStopped(coach="sup-1")), *CALL[5:]]
+
+    result = verify_against_stream(chain(rewritten), CALL)
+
+    assert verify(chain(rewritten)).ok
+    assert (result.ok, result.checked, result.broken_at) == (False, 4, 5)
+    assert result.reason == "record 5: differs from version 5 of the room's stream"
 
 
 # --- properties over random streams ----------------------------------------------------------

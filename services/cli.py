@@ -153,6 +153,32 @@ def parser() -> argparse.ArgumentParser:
     return top
 
 
+def run_bench(args: argparse.Namespace) -> int:
+    try:
+        match args.bench_command:
+            case "media":
+                from services.bench.media import options_from, run_media_bench
+
+                asyncio.run(run_media_bench(options_from(args)))
+                return 0
+            case "pages":
+                from services.bench.pages import run_pages_bench
+
+                page_counts = [int(n) for n in args.pages.split(",") if n.strip()]
+                return asyncio.run(run_pages_bench(page_counts, args.events))
+            case _:
+                from services.bench.store import run_store_bench
+
+                return asyncio.run(
+                    run_store_bench(args.seconds, args.recovery_events, args.appendfsync)
+                )
+    except ModuleNotFoundError as exc:
+        if exc.name not in ("numpy", "httpx"):
+            raise
+        print(f"earpiece bench needs {exc.name}: pip install 'earpiece[bench]'", file=sys.stderr)
+        return 2
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
     logging.basicConfig(
@@ -189,22 +215,8 @@ def main(argv: list[str] | None = None) -> int:
         case "schema":
             print(json.dumps(envelope_json_schema(), indent=2))
             return 0
-        case "bench" if args.bench_command == "media":
-            from services.bench.media import options_from, run_media_bench
-
-            asyncio.run(run_media_bench(options_from(args)))
-            return 0
-        case "bench" if args.bench_command == "pages":
-            from services.bench.pages import run_pages_bench
-
-            page_counts = [int(n) for n in args.pages.split(",") if n.strip()]
-            return asyncio.run(run_pages_bench(page_counts, args.events))
         case "bench":
-            from services.bench.store import run_store_bench
-
-            return asyncio.run(
-                run_store_bench(args.seconds, args.recovery_events, args.appendfsync)
-            )
+            return run_bench(args)
     return 2
 
 

@@ -26,11 +26,11 @@ import redis.asyncio as redis
 
 from events.room import WhisperStarted
 from events.store import EventStore
-from projections.decider import RoomState, fold
+from projections.decider import RoomState
 from services.bench.workload import COACH, percentile, talk_event
 from services.redis_server import RedisServer
 from services.streams.room_followers import RoomFollowers
-from services.streams.room_states import RoomStates
+from services.streams.room_states import RoomStates, follow_states
 
 ROOM = "room-1"
 EVENT_INTERVAL_S = 0.020
@@ -79,10 +79,9 @@ async def one_follower_per_page(store: EventStore) -> AsyncIterator[Watch]:
     """The baseline: each page loads the state, then follows the stream and folds on its own."""
 
     async def watch() -> AsyncIterator[RoomState]:
-        state = await RoomStates(store).current(ROOM)
-        yield state
-        async for envelope in store.follow(ROOM, after_version=state.version):
-            state = fold(state, [envelope])
+        loaded = await RoomStates(store).current(ROOM)
+        yield loaded
+        async for state in follow_states(store, loaded):
             yield state
 
     yield watch

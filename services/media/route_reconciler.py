@@ -15,12 +15,12 @@ from collections.abc import Callable
 
 from events.room import Role
 from events.store import EventStore
-from projections.decider import RoomState, fold
+from projections.decider import RoomState
 from projections.routes import AudioRoute, routes
 from services.errors import RouterError
 from services.media.route_log import RouteLog, RouteOp
 from services.media.router import Consumer, Producer, Router
-from services.streams.room_states import RoomStates
+from services.streams.room_states import RoomStates, follow_states
 
 log = logging.getLogger(__name__)
 
@@ -41,8 +41,8 @@ class RouteReconciler:
         self.reconcile()
         if self.state.closed:
             return
-        async for envelope in self.store.follow(self.room_id, after_version=self.state.version):
-            self.state = fold(self.state, [envelope])
+        async for state in follow_states(self.store, self.state):
+            self.state = state
             self.reconcile()
             if self.state.closed:
                 return

@@ -16,8 +16,8 @@ from collections.abc import AsyncGenerator
 
 from events.errors import StoreUnavailable
 from events.store import EventStore
-from projections.decider import RoomState, fold
-from services.streams.room_states import RoomStates
+from projections.decider import RoomState
+from services.streams.room_states import RoomStates, follow_states
 
 log = logging.getLogger(__name__)
 
@@ -34,10 +34,8 @@ class _Follower:
 
     async def _follow(self, store: EventStore) -> None:
         try:
-            async for envelope in store.follow(
-                self.state.room_id, after_version=self.state.version
-            ):
-                self._publish(fold(self.state, [envelope]))
+            async for state in follow_states(store, self.state):
+                self._publish(state)
         except Exception as exc:  # every watcher is told; the next watch starts afresh
             log.warning("following room %r failed", self.state.room_id, exc_info=True)
             self.fail(exc)

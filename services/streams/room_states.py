@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 from collections import OrderedDict
+from collections.abc import AsyncIterator
 
 import msgspec
 
@@ -23,6 +24,15 @@ STATE_SCHEMA = 1
 """Bump when RoomState changes shape, so that older snapshots are not decoded into it."""
 
 _state_decoder = msgspec.msgpack.Decoder(RoomState)
+
+
+async def follow_states(store: EventStore, state: RoomState) -> AsyncIterator[RoomState]:
+    """The room's state after each event stored past ``state``, folded as it is read: the one
+    follow-and-fold loop of the route reconciler and the pages' followers. Runs until the task
+    is cancelled, or raises what the store raises."""
+    async for envelope in store.follow(state.room_id, after_version=state.version):
+        state = fold(state, [envelope])
+        yield state
 
 
 class RoomStates:

@@ -27,27 +27,9 @@ from typing import TypeVar, assert_never
 import msgspec
 from msgspec.structs import replace
 
+from events import room
 from events.envelope import Envelope
-from events.room import (
-    CoachModeSet,
-    CoachMuted,
-    CoachUnmuted,
-    CueAcknowledged,
-    CueSent,
-    MonitorStarted,
-    MonitorStopped,
-    ParticipantJoined,
-    ParticipantLeft,
-    RecordingPolicySet,
-    Role,
-    RoomClosed,
-    RoomEvent,
-    TalkPressed,
-    TalkReleased,
-    WhisperRecording,
-    WhisperStarted,
-    WhisperStopped,
-)
+from events.room import Role, RoomEvent, WhisperRecording
 from projections.decider import RoomState, fold, initial_state
 
 GENESIS_HASH = "0" * 64
@@ -305,35 +287,35 @@ def _acknowledged(
 def evolve_timeline(timeline: Timeline, record: AuditRecord) -> Timeline:
     mark = Mark(time=record.time, version=record.version, seq=record.seq, actor=record.actor)
     match record.event:
-        case ParticipantJoined(subject=subject, role=role, name=name):
+        case room.ParticipantJoined(subject=subject, role=role, name=name):
             joined = Attendance(subject=subject, started=mark, role=role, name=name)
             return replace(timeline, participants=(*timeline.participants, joined))
-        case ParticipantLeft(subject=subject):
+        case room.ParticipantLeft(subject=subject):
             return _all_ended(timeline, mark, subject)
-        case MonitorStarted(coach=coach):
+        case room.MonitorStarted(coach=coach):
             return replace(timeline, monitoring=_begun(timeline.monitoring, coach, mark))
-        case MonitorStopped(coach=coach):
+        case room.MonitorStopped(coach=coach):
             return replace(timeline, monitoring=_ended(timeline.monitoring, mark, coach))
-        case WhisperStarted(coach=coach):
+        case room.WhisperStarted(coach=coach):
             return replace(timeline, whispers=_begun(timeline.whispers, coach, mark))
-        case WhisperStopped(coach=coach):
+        case room.WhisperStopped(coach=coach):
             return replace(timeline, whispers=_ended(timeline.whispers, mark, coach))
-        case CoachMuted(coach=coach):
+        case room.CoachMuted(coach=coach):
             return replace(timeline, mutes=_begun(timeline.mutes, coach, mark))
-        case CoachUnmuted(coach=coach):
+        case room.CoachUnmuted(coach=coach):
             return replace(timeline, mutes=_ended(timeline.mutes, mark, coach))
-        case CueSent(cue_id=cue_id, coach=coach, text=text):
+        case room.CueSent(cue_id=cue_id, coach=coach, text=text):
             cue = TimelineCue(cue_id=cue_id, coach=coach, text=text, sent=mark)
             return replace(timeline, cues=(*timeline.cues, cue))
-        case CueAcknowledged(cue_id=cue_id):
+        case room.CueAcknowledged(cue_id=cue_id):
             return replace(timeline, cues=_acknowledged(timeline.cues, cue_id, mark))
-        case RecordingPolicySet(whisper=whisper):
+        case room.RecordingPolicySet(whisper=whisper):
             change = PolicyChange(whisper=whisper, set=mark)
             return replace(timeline, recording_policy=(*timeline.recording_policy, change))
-        case RoomClosed(reason=reason):
+        case room.RoomClosed(reason=reason):
             closed = _all_ended(timeline, mark, subject=None)
             return replace(closed, closure=Closure(reason=reason, closed=mark))
-        case CoachModeSet() | TalkPressed() | TalkReleased():
+        case room.CoachModeSet() | room.TalkPressed() | room.TalkReleased():
             return timeline  # who could be heard when is the room state's concern, not audit's
         case _:
             assert_never(record.event)

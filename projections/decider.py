@@ -17,48 +17,11 @@ from typing import TypeVar, assert_never
 import msgspec
 from msgspec.structs import replace
 
+from events import room
 from events.envelope import Envelope
-from events.room import (
-    CoachMode,
-    CoachModeSet,
-    CoachMuted,
-    CoachUnmuted,
-    CueAcknowledged,
-    CueSent,
-    MonitorStarted,
-    MonitorStopped,
-    ParticipantJoined,
-    ParticipantLeft,
-    RecordingPolicySet,
-    Role,
-    RoomClosed,
-    RoomEvent,
-    TalkPressed,
-    TalkReleased,
-    WhisperRecording,
-    WhisperStarted,
-    WhisperStopped,
-)
-from projections.commands import (
-    AcknowledgeCue,
-    Actor,
-    CloseRoom,
-    Join,
-    Leave,
-    MuteCoach,
-    PressTalk,
-    ReleaseTalk,
-    RoomCommand,
-    SendCue,
-    SetCoachMode,
-    SetRecordingPolicy,
-    StartMonitor,
-    StartWhisper,
-    StopMonitor,
-    StopWhisper,
-    UnmuteCoach,
-    command_name,
-)
+from events.room import CoachMode, Role, RoomEvent, WhisperRecording
+from projections import commands
+from projections.commands import Actor, RoomCommand, command_name
 
 
 class Participant(msgspec.Struct, frozen=True):
@@ -117,7 +80,7 @@ _STOPPED = {"monitoring": False, "whispering": False, "talking": False}
 def evolve(state: RoomState, event: RoomEvent) -> RoomState:
     """The state after ``event``. Total: an event about an unknown subject changes nothing."""
     match event:
-        case ParticipantJoined(
+        case room.ParticipantJoined(
             subject=subject, role=role, name=name, can_whisper=can_whisper, queue=queue
         ):
             participant = Participant(subject, role, name, can_whisper)
@@ -130,40 +93,40 @@ def evolve(state: RoomState, event: RoomEvent) -> RoomState:
                 coaches=coaches,
                 queue=state.queue or queue,
             )
-        case ParticipantLeft(subject=subject):
+        case room.ParticipantLeft(subject=subject):
             return replace(
                 state,
                 participants=_without(state.participants, subject),
                 coaches=_without(state.coaches, subject),
             )
-        case MonitorStarted(coach=subject):
+        case room.MonitorStarted(coach=subject):
             return _change_coach(state, subject, monitoring=True)
-        case MonitorStopped(coach=subject):
+        case room.MonitorStopped(coach=subject):
             return _change_coach(state, subject, **_STOPPED)
-        case WhisperStarted(coach=subject):
+        case room.WhisperStarted(coach=subject):
             return _change_coach(state, subject, whispering=True, monitoring=True)
-        case WhisperStopped(coach=subject):
+        case room.WhisperStopped(coach=subject):
             return _change_coach(state, subject, whispering=False, talking=False)
-        case CoachModeSet(coach=subject, mode=mode):
+        case room.CoachModeSet(coach=subject, mode=mode):
             return _change_coach(state, subject, mode=mode, talking=False)
-        case TalkPressed(coach=subject):
+        case room.TalkPressed(coach=subject):
             return _change_coach(state, subject, talking=True)
-        case TalkReleased(coach=subject):
+        case room.TalkReleased(coach=subject):
             return _change_coach(state, subject, talking=False)
-        case CoachMuted(coach=subject):
+        case room.CoachMuted(coach=subject):
             return _change_coach(state, subject, muted=True)
-        case CoachUnmuted(coach=subject):
+        case room.CoachUnmuted(coach=subject):
             return _change_coach(state, subject, muted=False)
-        case CueSent(cue_id=cue_id, coach=subject, text=text):
+        case room.CueSent(cue_id=cue_id, coach=subject, text=text):
             return replace(state, cues={**state.cues, cue_id: Cue(cue_id, subject, text)})
-        case CueAcknowledged(cue_id=cue_id):
+        case room.CueAcknowledged(cue_id=cue_id):
             cue = state.cues.get(cue_id)
             if cue is None:
                 return state
             return replace(state, cues={**state.cues, cue_id: replace(cue, acknowledged=True)})
-        case RecordingPolicySet(whisper=policy):
+        case room.RecordingPolicySet(whisper=policy):
             return replace(state, recording=policy)
-        case RoomClosed():
+        case room.RoomClosed():
             coaches = {subject: replace(c, **_STOPPED) for subject, c in state.coaches.items()}
             return replace(state, closed=True, coaches=coaches)
         case _:
@@ -198,28 +161,28 @@ _STAFF = (Role.AGENT, Role.SUPERVISOR)
 _SUPERVISOR = (Role.SUPERVISOR,)
 
 ROLES_ALLOWED: dict[type[RoomCommand], tuple[Role, ...]] = {
-    Join: _EVERYONE,
-    Leave: _EVERYONE,
-    StartMonitor: _SUPERVISOR,
-    StopMonitor: _SUPERVISOR,
-    StartWhisper: _SUPERVISOR,
-    StopWhisper: _SUPERVISOR,
-    SetCoachMode: _SUPERVISOR,
-    PressTalk: _SUPERVISOR,
-    ReleaseTalk: _SUPERVISOR,
-    MuteCoach: _STAFF,
-    UnmuteCoach: _SUPERVISOR,
-    SendCue: _SUPERVISOR,
-    AcknowledgeCue: (Role.AGENT,),
-    SetRecordingPolicy: _SUPERVISOR,
-    CloseRoom: _STAFF,
+    commands.Join: _EVERYONE,
+    commands.Leave: _EVERYONE,
+    commands.StartMonitor: _SUPERVISOR,
+    commands.StopMonitor: _SUPERVISOR,
+    commands.StartWhisper: _SUPERVISOR,
+    commands.StopWhisper: _SUPERVISOR,
+    commands.SetCoachMode: _SUPERVISOR,
+    commands.PressTalk: _SUPERVISOR,
+    commands.ReleaseTalk: _SUPERVISOR,
+    commands.MuteCoach: _STAFF,
+    commands.UnmuteCoach: _SUPERVISOR,
+    commands.SendCue: _SUPERVISOR,
+    commands.AcknowledgeCue: (Role.AGENT,),
+    commands.SetRecordingPolicy: _SUPERVISOR,
+    commands.CloseRoom: _STAFF,
 }
 """Which roles may send each command at all; ``decide`` then checks the room's state."""
 
 # Everything that puts a coach's voice or words in the agent's ear. Stopping needs no claim,
 # so a coach whose claim was withdrawn mid-call can still get out.
 NEEDS_WHISPER_CLAIM: frozenset[type[RoomCommand]] = frozenset(
-    {StartWhisper, SetCoachMode, PressTalk, SendCue}
+    {commands.StartWhisper, commands.SetCoachMode, commands.PressTalk, commands.SendCue}
 )
 
 
@@ -232,38 +195,38 @@ def decide(state: RoomState, command: RoomCommand, actor: Actor) -> list[RoomEve
     # Only supervisors have a coach; everyone else acts as an idle one, which has nothing to end.
     coach = state.coaches.get(subject, Coach())
     match command:
-        case Join():
+        case commands.Join():
             return _join(state, actor)
-        case Leave():
-            return [*_stop_monitor(subject, coach), ParticipantLeft(subject=subject)]
-        case StartMonitor():
-            return [] if coach.monitoring else [MonitorStarted(coach=subject)]
-        case StopMonitor():
+        case commands.Leave():
+            return [*_stop_monitor(subject, coach), room.ParticipantLeft(subject=subject)]
+        case commands.StartMonitor():
+            return [] if coach.monitoring else [room.MonitorStarted(coach=subject)]
+        case commands.StopMonitor():
             return _stop_monitor(subject, coach)
-        case StartWhisper():
+        case commands.StartWhisper():
             return _start_whisper(subject, coach)
-        case StopWhisper():
+        case commands.StopWhisper():
             return _stop_whisper(subject, coach)
-        case SetCoachMode(mode=mode):
+        case commands.SetCoachMode(mode=mode):
             if coach.mode is mode:
                 return []
-            return [*_release_talk(subject, coach), CoachModeSet(coach=subject, mode=mode)]
-        case PressTalk():
+            return [*_release_talk(subject, coach), room.CoachModeSet(coach=subject, mode=mode)]
+        case commands.PressTalk():
             return _press_talk(subject, coach)
-        case ReleaseTalk():
+        case commands.ReleaseTalk():
             return _release_talk(subject, coach)
-        case MuteCoach(coach=target):
+        case commands.MuteCoach(coach=target):
             return _mute(state, actor, subject if target is None else target)
-        case UnmuteCoach(coach=target):
+        case commands.UnmuteCoach(coach=target):
             return _unmute(state, actor, subject if target is None else target)
-        case SendCue():
+        case commands.SendCue():
             return _send_cue(state, subject, command)
-        case AcknowledgeCue(cue_id=cue_id):
+        case commands.AcknowledgeCue(cue_id=cue_id):
             return _acknowledge_cue(state, cue_id)
-        case SetRecordingPolicy(whisper=policy):
-            return [] if state.recording is policy else [RecordingPolicySet(whisper=policy)]
-        case CloseRoom(reason=reason):
-            return [RoomClosed(reason=reason)]
+        case commands.SetRecordingPolicy(whisper=policy):
+            return [] if state.recording is policy else [room.RecordingPolicySet(whisper=policy)]
+        case commands.CloseRoom(reason=reason):
+            return [room.RoomClosed(reason=reason)]
         case _:
             assert_never(command)
 
@@ -279,7 +242,7 @@ def _refusal(state: RoomState, command: RoomCommand, actor: Actor) -> Rejection 
         return Rejection(f"{actor.subject} cannot {name} as {actor.role}: only {roles}")
     if type(command) in NEEDS_WHISPER_CLAIM and not actor.can_whisper:
         return Rejection(f"{actor.subject} cannot {name}: the token has no whisper claim")
-    if isinstance(command, Join):
+    if isinstance(command, commands.Join):
         return None
     participant = state.participants.get(actor.subject)
     if participant is None:
@@ -303,7 +266,7 @@ def _join(state: RoomState, actor: Actor) -> list[RoomEvent] | Rejection:
                     f"{other.subject} is already the {actor.role} of room {state.room_id}"
                 )
     return [
-        ParticipantJoined(
+        room.ParticipantJoined(
             subject=actor.subject,
             role=actor.role,
             name=actor.name,
@@ -318,27 +281,27 @@ def _join(state: RoomState, actor: Actor) -> list[RoomEvent] | Rejection:
 
 
 def _release_talk(subject: str, coach: Coach) -> list[RoomEvent]:
-    return [TalkReleased(coach=subject)] if coach.talking else []
+    return [room.TalkReleased(coach=subject)] if coach.talking else []
 
 
 def _stop_whisper(subject: str, coach: Coach) -> list[RoomEvent]:
     if not coach.whispering:
         return []
-    return [*_release_talk(subject, coach), WhisperStopped(coach=subject)]
+    return [*_release_talk(subject, coach), room.WhisperStopped(coach=subject)]
 
 
 def _stop_monitor(subject: str, coach: Coach) -> list[RoomEvent]:
     if not coach.monitoring:
         return []
-    return [*_stop_whisper(subject, coach), MonitorStopped(coach=subject)]
+    return [*_stop_whisper(subject, coach), room.MonitorStopped(coach=subject)]
 
 
 def _start_whisper(subject: str, coach: Coach) -> list[RoomEvent]:
     if coach.whispering:
         return []
     # One click from nothing to whisper: a whispering coach still hears the call.
-    monitor: list[RoomEvent] = [] if coach.monitoring else [MonitorStarted(coach=subject)]
-    return [*monitor, WhisperStarted(coach=subject)]
+    monitor: list[RoomEvent] = [] if coach.monitoring else [room.MonitorStarted(coach=subject)]
+    return [*monitor, room.WhisperStarted(coach=subject)]
 
 
 def _press_talk(subject: str, coach: Coach) -> list[RoomEvent] | Rejection:
@@ -346,7 +309,7 @@ def _press_talk(subject: str, coach: Coach) -> list[RoomEvent] | Rejection:
         return Rejection(f"{subject} cannot talk while not whispering")
     if coach.mode is CoachMode.OPEN_MIC:
         return Rejection(f"{subject} cannot press talk: the microphone is open (open_mic mode)")
-    return [] if coach.talking else [TalkPressed(coach=subject)]
+    return [] if coach.talking else [room.TalkPressed(coach=subject)]
 
 
 def _mute(state: RoomState, actor: Actor, target: str) -> list[RoomEvent] | Rejection:
@@ -355,7 +318,7 @@ def _mute(state: RoomState, actor: Actor, target: str) -> list[RoomEvent] | Reje
         return Rejection(f"{actor.subject} cannot mute {target}: not a supervisor in the room")
     if target != actor.subject and actor.role is not Role.AGENT:
         return Rejection(f"{actor.subject} cannot mute {target}: only the coach or the agent may")
-    return [] if coach.muted else [CoachMuted(coach=target)]
+    return [] if coach.muted else [room.CoachMuted(coach=target)]
 
 
 def _unmute(state: RoomState, actor: Actor, target: str) -> list[RoomEvent] | Rejection:
@@ -364,17 +327,19 @@ def _unmute(state: RoomState, actor: Actor, target: str) -> list[RoomEvent] | Re
         return Rejection(f"{actor.subject} cannot unmute {target}: not a supervisor in the room")
     if target != actor.subject:
         return Rejection(f"{actor.subject} cannot unmute {target}: only the coach may")
-    return [CoachUnmuted(coach=target)] if coach.muted else []
+    return [room.CoachUnmuted(coach=target)] if coach.muted else []
 
 
-def _send_cue(state: RoomState, subject: str, command: SendCue) -> list[RoomEvent] | Rejection:
+def _send_cue(
+    state: RoomState, subject: str, command: commands.SendCue
+) -> list[RoomEvent] | Rejection:
     if not any(p.role is Role.AGENT for p in state.participants.values()):
         return Rejection(f"{subject} cannot send cue {command.cue_id}: no agent in the room")
     if not command.text.strip():
         return Rejection(f"{subject} cannot send cue {command.cue_id}: the text is blank")
     sent = state.cues.get(command.cue_id)
     if sent is None:
-        return [CueSent(cue_id=command.cue_id, coach=subject, text=command.text)]
+        return [room.CueSent(cue_id=command.cue_id, coach=subject, text=command.text)]
     if sent.coach == subject and sent.text == command.text:
         return []  # a retry of the same cue
     return Rejection(
@@ -386,4 +351,4 @@ def _acknowledge_cue(state: RoomState, cue_id: str) -> list[RoomEvent] | Rejecti
     cue = state.cues.get(cue_id)
     if cue is None:
         return Rejection(f"cannot acknowledge cue {cue_id}: no such cue in room {state.room_id}")
-    return [] if cue.acknowledged else [CueAcknowledged(cue_id=cue_id)]
+    return [] if cue.acknowledged else [room.CueAcknowledged(cue_id=cue_id)]

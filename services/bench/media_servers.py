@@ -3,7 +3,7 @@
 ``python -m services.bench.media_servers serve KIND`` runs one, so that its CPU and memory can
 be read from ``/proc/PID`` apart from the clients', which run in the bench's process:
 
-* ``earpiece``: the whole app (``create_app``: WHIP/WHEP, commands, room actors, Router,
+* ``earpiece``: the whole app (``create_app``: WHIP/WHEP, commands, route reconcilers, Router,
   ``tap_opus`` → ``SlotTrack``) under uvicorn, on the bench's redis-server;
 * ``relay``: the usual aiortc way, a few lines of Starlette: each published track is handed
   to every consumer's connection through ``aiortc.contrib.media.MediaRelay``, so the server

@@ -1,7 +1,7 @@
 """``earpiece bench pages``: N open pages of one room, one shared follower against one each.
 
 Every open page needs each new state of its room. The baseline is what each page's socket did
-before ``services/room_followers.py``: load the state, then follow the room's stream itself,
+before ``services/streams/room_followers.py``: load the state, then follow the room's stream itself,
 one blocking ``XREAD`` (and one Redis connection) and one fold per page. Both run side by side
 on the same fresh local redis-server, for each N: an event is appended every 20 ms, and a
 sample is the time from calling ``append()`` until the last of the N pages has a state that

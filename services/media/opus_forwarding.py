@@ -3,7 +3,8 @@
 aiortc relays a received track by decoding it, measuring its level in pure Python and
 encoding it again for every sender: ~12 % of a core per stream and ~80 ms of receive jitter
 buffer. An SFU needs none of that. Two small hooks, both on aiortc 1.16 (pinned in
-pyproject.toml; ``tests/test_opus_forwarding.py`` fails loudly if an upgrade moves them):
+pyproject.toml; ``tests/services/media/test_opus_forwarding.py`` fails loudly if an upgrade
+moves them):
 
 * receiving: the per-instance ``RTCRtpReceiver._handle_rtp_packet(packet, arrival_time_ms)``
   is wrapped so each Opus payload also goes to a sink. The original still runs, so RTCP

@@ -1,6 +1,7 @@
-"""room actor: follows the room's stream → evolve → routes(state) → Router applies the difference.
+"""The route reconciler: follows the room's stream → evolve → routes(state) → Router applies
+the difference (the data path's room actor).
 
-One actor per active room, in the media worker that hosts the room's connections. It folds
+One per active room, in the media worker that hosts the room's connections. It folds
 every event of the room into its state, computes the routes that state implies and moves the
 router toward them: routes no longer wanted are removed first, then new ones are added. It
 also reconciles when a participant's connection comes or goes, since a route can be made only

@@ -1,7 +1,7 @@
 """The HTTP face of Earpiece (Starlette): commands in, WHIP/WHEP signaling, audit out.
 
 Every route but ``/healthz`` needs ``Authorization: Bearer <token>`` for the room in its path;
-errors are answered as ``services/http.py`` describes.
+errors are answered as ``services/web/http.py`` describes.
 """
 
 from __future__ import annotations

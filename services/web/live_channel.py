@@ -18,7 +18,7 @@ timing of its updates.
 
 Recoverable mistakes (bad JSON, a binary frame, an unknown command, a wrong field, a rejected
 or rate-limited command) are answered with an ``error`` and the socket stays open. Close codes
-are those of ``services/sockets.py``; here 4403 means a token for another room.
+are those of ``services/web/sockets.py``; here 4403 means a token for another room.
 """
 
 from __future__ import annotations

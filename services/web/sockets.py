@@ -61,7 +61,7 @@ async def authenticate(
     ``verify`` checks the token for what the socket is for, raising AuthError if it may not.
     """
     try:
-        async with asyncio.timeout(AUTH_TIMEOUT_S):  # not wait_for: see services/lobby.py
+        async with asyncio.timeout(AUTH_TIMEOUT_S):  # not wait_for: see services/streams/lobby.py
             first = await receive_text(websocket)
         auth = None if first is None else _auth_decoder.decode(first)
         if auth is None:  # a binary frame

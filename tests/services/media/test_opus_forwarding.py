@@ -1,4 +1,4 @@
-"""Opus forwarding without decoding (services/opus_forwarding.py), and the aiortc hooks it needs.
+"""Opus forwarding without decoding (services/media/opus_forwarding.py), and its aiortc hooks.
 
 The first tests are the guard: the module patches private parts of aiortc 1.16, and an aiortc
 upgrade that moves them must fail here, saying what to re-check, rather than silently decode
@@ -33,7 +33,7 @@ from services.media.opus_forwarding import (
 )
 
 RECHECK = (
-    "aiortc changed under services/opus_forwarding.py: re-check its hooks against the new "
+    "aiortc changed under services/media/opus_forwarding.py: re-check its hooks against the new "
     "RTCRtpReceiver/RTCRtpSender before raising the pin in pyproject.toml"
 )
 

@@ -1,4 +1,4 @@
-"""services/sdp.py over real offers: one from an aiortc peer connection, one from Chromium.
+"""services/media/sdp.py over real offers: one from an aiortc peer connection, one from Chromium.
 
 The peer connections have no ICE servers and gather host candidates on loopback only
 (conftest.py), and a remote description only ever reaches them with its candidates kept to

@@ -1,4 +1,4 @@
-"""WHIP/WHEP signaling on a real uvicorn, real Redis and real aiortc peers (services/signaling.py).
+"""WHIP/WHEP (services/web/signaling.py) on a real uvicorn, real Redis and real aiortc peers.
 
 Every refused request answers a 4xx JSON ``{"error", "detail"}`` and leaves everything as it
 was: no event in the room's stream, no session in the media plane, no producer or consumer in

@@ -79,3 +79,23 @@ async def running_service(
     finally:
         server.should_exit = True
         await serving
+
+
+SALES_COACH = token(Role.SUPERVISOR, sub="sup-1", room="*", queues=["sales"], whisper=True)
+"""A supervisor's token for every room of the sales queue."""
+
+
+async def send(http: httpx.AsyncClient, room: str, bearer: str, command: str) -> httpx.Response:
+    """POST ``command`` (a bare name) to ``room``'s commands with ``bearer``."""
+    return await http.post(
+        f"/rooms/{room}/commands",
+        json={"command": command},
+        headers={"authorization": f"Bearer {bearer}"},
+    )
+
+
+async def open_call(http: httpx.AsyncClient, room: str, queue: str) -> None:
+    """A customer and an agent of ``queue`` join ``room`` over HTTP."""
+    for role, name in ((Role.CUSTOMER, "cust"), (Role.AGENT, "agent")):
+        bearer = token(role, room=room, sub=f"{name}-{room}", queue=queue)
+        assert (await send(http, room, bearer, "join")).status_code == 201

@@ -1,19 +1,15 @@
-"""Supervisors' lobby and their tokens for every room of their queues, on a real service."""
+"""The supervisors' lobby (services/streams/lobby.py) on a real service: its entries, what it
+announces, GET /lobby, and tokens for every room of a queue. Its socket: test_lobby_socket.py."""
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import json
 import time
-from collections.abc import AsyncIterator
 from typing import Any
 
 import httpx
 import pytest
 import redis.asyncio as redis
-import websockets
-from websockets.asyncio.client import ClientConnection
 
 from events.room import ParticipantJoined, Role
 from events.store import EventStore
@@ -22,44 +18,9 @@ from services.auth import TokenVerifier
 from services.errors import AuthError
 from services.streams.lobby import Lobby
 from services.streams.room_states import RoomStates
-from tests.support import SECRET, token
+from tests.support import SALES_COACH, SECRET, open_call, send, token
 
 pytestmark = pytest.mark.newest_redis
-
-SALES_COACH = token(Role.SUPERVISOR, sub="sup-1", room="*", queues=["sales"], whisper=True)
-
-
-@contextlib.asynccontextmanager
-async def lobby_socket(http: httpx.AsyncClient, bearer: str) -> AsyncIterator[ClientConnection]:
-    url = str(http.base_url).replace("http", "ws", 1) + "/lobby/live"
-    async with websockets.connect(url) as socket:
-        await socket.send(json.dumps({"type": "auth", "token": bearer}))
-        yield socket
-
-
-async def pushed_where(
-    socket: ClientConnection, condition: Any, queues: tuple[str, ...] = ("sales",)
-) -> list[Any]:
-    """The rooms of the first lobby message for which ``condition`` holds; every message on
-    the way lists rooms of the token's ``queues`` only.
-
-    Within 5 s: well before a socket's periodic read (15 s), so only a push can meet it.
-    """
-    async with asyncio.timeout(5):
-        while True:
-            message = json.loads(await socket.recv())
-            assert message["type"] == "lobby", message
-            assert {room["queue"] for room in message["rooms"]} <= set(queues), message
-            if condition(message["rooms"]):
-                return list(message["rooms"])
-
-
-async def send(http: httpx.AsyncClient, room: str, bearer: str, command: str) -> httpx.Response:
-    return await http.post(
-        f"/rooms/{room}/commands",
-        json={"command": command},
-        headers={"authorization": f"Bearer {bearer}"},
-    )
 
 
 async def lobby_where(http: httpx.AsyncClient, bearer: str, condition: Any) -> list[Any]:
@@ -83,12 +44,6 @@ async def announcements(pubsub: Any, seconds: float) -> list[bytes]:
         if message is not None and message["type"] == "message":
             heard.append(message["data"])
     return heard
-
-
-async def open_call(http: httpx.AsyncClient, room: str, queue: str) -> None:
-    for role, name in ((Role.CUSTOMER, "cust"), (Role.AGENT, "agent")):
-        bearer = token(role, room=room, sub=f"{name}-{room}", queue=queue)
-        assert (await send(http, room, bearer, "join")).status_code == 201
 
 
 async def test_lobby_lists_the_live_rooms_of_the_tokens_queues_only(
@@ -150,73 +105,6 @@ async def test_lobby_is_for_supervisors_only(
     response = await http.get("/lobby", headers={"authorization": f"Bearer {bearer}"})
 
     assert response.status_code == status
-
-
-async def test_the_lobby_socket_pushes_each_change_to_the_tokens_queues(
-    http: httpx.AsyncClient,
-) -> None:
-    async with lobby_socket(http, SALES_COACH) as sales:
-        assert await pushed_where(sales, lambda rooms: True) == []
-
-        await open_call(http, "r-support", "support")
-        await open_call(http, "r-sales", "sales")
-        [room] = await pushed_where(sales, lambda rooms: rooms and rooms[0]["agent"])
-        assert (room["room_id"], room["customer"], room["agent"]) == (
-            "r-sales",
-            "Cust-R-Sales",
-            "Agent-R-Sales",
-        )
-
-        assert (await send(http, "r-sales", SALES_COACH, "join")).status_code == 201
-        assert (await send(http, "r-sales", SALES_COACH, "start_whisper")).status_code == 201
-        [room] = await pushed_where(sales, lambda rooms: rooms[0]["coaching"])
-        assert room["coaching"] == ["Sup-1"]
-
-        agent = token(Role.AGENT, room="r-sales", sub="agent-r-sales", queue="sales")
-        assert (await send(http, "r-sales", agent, "close_room")).status_code == 201
-        assert await pushed_where(sales, lambda rooms: rooms == []) == []
-
-
-@pytest.mark.parametrize(
-    ("bearer", "code"),
-    [
-        (token(Role.AGENT, room="r-sales", queue="sales"), 4403),
-        (token(Role.CUSTOMER, room="*", queues=["sales"]), 4401),
-        ("not-a-token", 4401),
-    ],
-    ids=["agent", "customer-any-room", "garbage"],
-)
-async def test_the_lobby_socket_is_for_supervisors_only(
-    http: httpx.AsyncClient, bearer: str, code: int
-) -> None:
-    async with lobby_socket(http, bearer) as socket:
-        with pytest.raises(websockets.ConnectionClosed) as closed:
-            await asyncio.wait_for(socket.recv(), 10)
-
-    assert closed.value.rcvd is not None
-    assert closed.value.rcvd.code == code
-
-
-async def test_the_lobby_socket_answers_stray_messages_and_stays_open(
-    http: httpx.AsyncClient,
-) -> None:
-    async with lobby_socket(http, SALES_COACH) as sales:
-        await pushed_where(sales, lambda rooms: True)
-        await sales.send('{"type": "command"}')
-        text = json.loads(await asyncio.wait_for(sales.recv(), 5))
-        await sales.send(b"\x00binary")
-        binary = json.loads(await asyncio.wait_for(sales.recv(), 5))
-        await open_call(http, "r-sales", "sales")
-
-        assert (text["error"], text["detail"]) == (
-            "invalid_message",
-            "the lobby takes no messages after auth",
-        )
-        assert (binary["error"], binary["detail"]) == (
-            "invalid_message",
-            "send JSON in text frames, not binary ones",
-        )
-        assert await pushed_where(sales, lambda rooms: rooms and rooms[0]["agent"])
 
 
 async def test_only_what_supervisors_see_is_announced(
@@ -292,32 +180,6 @@ async def test_an_entry_is_never_written_from_an_older_state_than_the_listed_one
     [room] = await Lobby(store, RoomStates(store)).rooms(["sales"])
     assert room.agent == "A"  # not the version-1 entry, which had no agent
     assert announced == []
-
-
-async def test_the_lobby_is_pushed_after_its_subscription_was_cut(
-    http: httpx.AsyncClient, redis_client: redis.Redis
-) -> None:
-    async with lobby_socket(http, SALES_COACH) as sales:
-        await pushed_where(sales, lambda rooms: True)
-        assert await redis_client.client_kill_filter(_type="pubsub") >= 1  # the watchers'
-
-        await open_call(http, "r-sales", "sales")  # while it subscribes again
-
-        assert await pushed_where(sales, lambda rooms: rooms and rooms[0]["agent"])
-
-
-async def test_a_lobby_socket_closes_when_its_token_expires(http: httpx.AsyncClient) -> None:
-    expiring = token(
-        Role.SUPERVISOR, sub="sup-1", room="*", queues=["sales"], exp=int(time.time()) + 2
-    )
-    async with lobby_socket(http, expiring) as socket:
-        assert await pushed_where(socket, lambda rooms: True) == []
-        with pytest.raises(websockets.ConnectionClosed) as closed:
-            await asyncio.wait_for(socket.recv(), 10)
-
-    assert closed.value.rcvd is not None
-    assert closed.value.rcvd.code == 4401
-    assert "expired" in closed.value.rcvd.reason
 
 
 async def queue_of(room_id: str) -> str:

@@ -1,15 +1,29 @@
+// @ts-check
 // What the customer's page and the agent's desk share: a call leg whose buttons (#join,
 // #mute, #hangup) follow the room's views. Each page draws the rest of its view itself.
 
 import { $, alertUser, setStatus, show } from "./ui.js";
 
-export function runCall(channel, leg, drawView) {
+/** @typedef {import("./leg.js").Leg} Leg */
+/** @typedef {import("./live_channel.js").LiveChannel} LiveChannel */
+/** @typedef {import("./live_channel.js").CustomerView} CustomerView */
+/** @typedef {import("./live_channel.js").AgentView} AgentView */
+
+/**
+ * @template {CustomerView | AgentView} V the view of the page's role, which its token decides
+ * @param {LiveChannel} channel
+ * @param {Leg} leg
+ * @param {(view: V, joined: boolean) => void} drawView
+ */
+export function runCallControls(channel, leg, drawView) {
+  /** @type {V | null} */
   let view = null;
+  const join = /** @type {HTMLButtonElement} */ ($("#join"));
 
   const draw = () => {
     const joined = leg.connected;
-    show($("#join"), !joined);
-    $("#join").disabled = !leg.slots || view?.closed;
+    show(join, !joined);
+    join.disabled = !leg.slots || Boolean(view?.closed);
     show($("#mute"), joined);
     show($("#hangup"), joined);
     const mutedMic = joined && !leg.micOpen;
@@ -23,7 +37,7 @@ export function runCall(channel, leg, drawView) {
     draw();
   });
   channel.addEventListener("view", (event) => {
-    view = event.detail.view;
+    view = /** @type {V} */ (event.detail.view);
     if (view.closed) leg.hangUp();
     draw();
   });
@@ -31,13 +45,14 @@ export function runCall(channel, leg, drawView) {
   channel.addEventListener("offline", () => setStatus("Connection lost: reconnecting…"));
   channel.addEventListener("fatal", (event) => setStatus(event.detail));
 
-  $("#join").addEventListener("click", async () => {
-    $("#join").disabled = true;
+  join.addEventListener("click", async () => {
+    join.disabled = true;
     setStatus("Connecting your microphone…");
     try {
       await leg.join();
     } catch (error) {
-      alertUser(`Could not join the call: ${error.message}`);
+      // An Error: a DOMException from getUserMedia or WebRTC, or the leg's own.
+      alertUser(`Could not join the call: ${/** @type {Error} */ (error).message}`);
     }
     draw();
   });

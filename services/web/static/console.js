@@ -1,3 +1,4 @@
+// @ts-check
 // A supervisor's console for the room in their token: who is in the call and for how long, who
 // is coaching; monitor with level meters; one click to whisper and back; push-to-talk (hold
 // Space or the button) or open mic; mute; cues and their acknowledgments. What it shows comes
@@ -12,11 +13,28 @@ import { startLobby } from "./lobby.js";
 import { LevelMeter } from "./meter.js";
 import { $, alertUser, duration, el, needLink, setStatus, setText, show } from "./ui.js";
 
+/** @typedef {import("./link.js").Credentials} Credentials */
+/** @typedef {import("./live_channel.js").CoachMode} CoachMode */
+/** @typedef {import("./live_channel.js").CoachView} CoachView */
+/** @typedef {import("./live_channel.js").CueView} CueView */
+/** @typedef {import("./live_channel.js").SupervisorView} SupervisorView */
+
+/**
+ * What the parts of a room's console share.
+ * @typedef {object} RoomConsole
+ * @property {LiveChannel} channel
+ * @property {Leg} leg
+ * @property {SupervisorView | null} view the latest view, null until the first
+ * @property {number | null} openedAt when the room opened (ms since the epoch), once known
+ * @property {boolean} joining a click on Monitor is joining the room's media
+ */
+
 const credentials = takeCredentials({ anyRoom: true });
 if (!credentials) needLink("supervisor", "#token=… or #room=…&token=…");
 else if (credentials.room === ANY_ROOM) startLobby(credentials);
 else start(credentials);
 
+/** @param {CoachView} coach */
 function coachState(coach) {
   if (coach.audible) return "whispering — the agent hears them";
   if (coach.whispering && coach.muted) return "whispering, muted";
@@ -25,6 +43,10 @@ function coachState(coach) {
   return "in the room";
 }
 
+/**
+ * @param {CoachView} coach
+ * @param {string} you this supervisor's subject
+ */
 function coachRow(coach, you) {
   const mode = coach.mode === "open_mic" ? "open mic" : "push-to-talk";
   const row = el(
@@ -37,6 +59,7 @@ function coachRow(coach, you) {
   return row;
 }
 
+/** @param {CueView} cue */
 function cueItem(cue) {
   return el(
     "li",
@@ -51,130 +74,225 @@ function cueItem(cue) {
   );
 }
 
+/** @param {EventTarget | null} target */
 function isTextField(target) {
   return target instanceof HTMLTextAreaElement ||
     (target instanceof HTMLInputElement && !["radio", "checkbox", "button"].includes(target.type)) ||
-    target?.isContentEditable;
+    /** @type {HTMLElement | null} */ (target)?.isContentEditable;
 }
 
+function modeRadios() {
+  const radios = document.querySelectorAll('input[name="mode"]');
+  return /** @type {NodeListOf<HTMLInputElement>} */ (radios);
+}
+
+/** @param {Credentials} credentials */
 function start(credentials) {
-  const channel = new LiveChannel(roomPath(credentials.room), credentials.token);
-  const leg = new Leg(credentials);
-  const meters = { customer: new LevelMeter($("#meter-customer")), agent: new LevelMeter($("#meter-agent")) };
-  let view = null;
-  let openedAt = null;
-  let talking = false; // the talk control is held down (Space or the button)
-  let joining = false;
+  /** @type {RoomConsole} */
+  const room = {
+    channel: new LiveChannel(roomPath(credentials.room), credentials.token),
+    leg: new Leg(credentials),
+    view: null,
+    openedAt: null,
+    joining: false,
+  };
+  /** @type {Record<string, LevelMeter>} by receive slot */
+  const meters = {
+    customer: new LevelMeter(/** @type {HTMLMeterElement} */ ($("#meter-customer"))),
+    agent: new LevelMeter(/** @type {HTMLMeterElement} */ ($("#meter-agent"))),
+  };
   $("#room").textContent = credentials.room;
   show($("#room-console"), true);
-  if (peekClaims(credentials.token).room === ANY_ROOM) {
-    const back = $("#back");
-    show(back, true);
-    back.addEventListener("click", (event) => {
-      event.preventDefault(); // the page's pagehide handler leaves the room's media
-      keepCredentials({ room: ANY_ROOM, token: credentials.token });
-      location.replace("/console");
-    });
-  }
+  if (peekClaims(credentials.token).room === ANY_ROOM) linkBackToLobby(credentials.token);
 
-  const me = () => view?.coaches.find((coach) => coach.subject === view.you.subject);
-
-  // The microphone is sent only while whispering. It opens at the click (so the first words
-  // are not lost) and otherwise follows the view; the server decides whether anyone hears it.
-  const syncMic = () => {
-    const coach = me();
-    leg.micOpen = Boolean(coach?.whispering && !coach.muted);
+  const draw = () => drawConsole(room);
+  setInterval(() => drawDuration(room), 1000);
+  const releaseTalk = pushToTalk(room);
+  const leave = () => {
+    releaseTalk();
+    room.leg.hangUp();
+    meters.customer.detach();
+    meters.agent.detach();
   };
+  followRoom(room, draw, leave);
+  monitorControls(room, meters, draw, leave);
+  whisperControls(room, releaseTalk);
+  cueBox(room.channel);
+  addEventListener("pagehide", leave);
+  room.channel.connect();
+}
 
-  const draw = () => {
-    if (!view) return;
-    const coach = me();
-    const inRoom = Boolean(coach) && leg.connected;
-    $("#customer").textContent = view.customer?.name ?? "—";
-    $("#agent").textContent = view.agent?.name ?? "—";
-    const coaching = view.coaches.filter((c) => c.whispering).map((c) => c.name);
-    $("#coaching").textContent = coaching.length ? coaching.join(", ") : "nobody";
+/**
+ * The lobby hand-over, for a `*` token: a link back to its lobby, in this tab.
+ * @param {string} token
+ */
+function linkBackToLobby(token) {
+  const back = $("#back");
+  show(back, true);
+  back.addEventListener("click", (event) => {
+    event.preventDefault(); // the page's pagehide handler leaves the room's media
+    keepCredentials({ room: ANY_ROOM, token });
+    location.replace("/console");
+  });
+}
 
-    const monitor = $("#monitor");
-    monitor.disabled = joining || view.closed || !leg.slots;
-    monitor.textContent = !inRoom ? "Join and monitor" : coach.monitoring ? "Stop monitoring" : "Monitor";
-    monitor.setAttribute("aria-pressed", String(inRoom && coach.monitoring));
-    show($("#leave"), inRoom);
-    show($("#meters"), inRoom);
-    show($("#coach-controls"), inRoom && coach.can_whisper);
-    show($("#cue-section"), inRoom && coach.can_whisper); // cues need the whisper claim too
+/**
+ * This supervisor in the latest view, if there.
+ * @param {RoomConsole} room
+ */
+function me({ view }) {
+  return view?.coaches.find((coach) => coach.subject === view.you.subject);
+}
 
-    if (inRoom) {
-      const whisper = $("#whisper");
-      whisper.setAttribute("aria-pressed", String(coach.whispering));
-      whisper.textContent = coach.whispering ? "Stop whisper" : "Whisper";
-      const mute = $("#mute");
-      mute.setAttribute("aria-pressed", String(coach.muted));
-      mute.textContent = coach.muted ? "Unmute" : "Mute";
-      for (const radio of document.querySelectorAll('input[name="mode"]')) {
-        radio.checked = radio.value === coach.mode;
-      }
-      const ptt = coach.mode === "push_to_talk";
-      const talk = $("#talk");
-      show(talk, ptt);
-      show($("#talk-hint"), ptt);
-      talk.disabled = !coach.whispering;
-      talk.setAttribute("aria-pressed", String(coach.talking));
-      talk.textContent = coach.talking ? "Talking…" : "Hold to talk";
-      talk.classList.toggle("on", coach.talking);
-      const me = coach.audible
-        ? "The agent hears you."
-        : coach.whispering
-          ? ptt ? "Whisper on: hold to talk." : "Whisper on, muted."
-          : coach.monitoring ? "Monitoring: you hear the call." : "Not monitoring.";
-      setText($("#me"), me);
-      document.body.classList.toggle("audible", coach.audible);
-    }
-    $("#cues").replaceChildren(...[...view.cues].reverse().map(cueItem));
-    show($("#no-cues"), view.cues.length === 0);
-    $("#coaches").replaceChildren(...view.coaches.map((c) => coachRow(c, view.you.subject)));
-    show($("#no-coaches"), view.coaches.length === 0);
-    if (view.closed) setStatus("This call has ended.");
-    else if (!leg.slots) setStatus("Connecting…");
-    else setStatus(inRoom ? `Connected as ${view.you.name}.` : `Signed in as ${view.you.name}.`);
-  };
+/**
+ * The microphone is sent only while whispering. It opens at the click (so the first words
+ * are not lost) and otherwise follows the view; the server decides whether anyone hears it.
+ * @param {RoomConsole} room
+ */
+function syncMic(room) {
+  const coach = me(room);
+  room.leg.micOpen = Boolean(coach?.whispering && !coach.muted);
+}
 
-  const tick = () => {
-    $("#duration").textContent = openedAt ? duration(Date.now() - openedAt) : "—";
-  };
-  setInterval(tick, 1000);
-
+/**
+ * The room's messages: the hello and each view redraw the console; errors and a lost
+ * connection are told to the user.
+ * @param {RoomConsole} room
+ * @param {() => void} draw
+ * @param {() => void} leave
+ */
+function followRoom(room, draw, leave) {
+  const { channel } = room;
   channel.addEventListener("hello", (event) => {
-    leg.slots = event.detail.receive_slots;
-    openedAt = event.detail.opened_at ? Date.parse(event.detail.opened_at) : null;
-    tick();
+    room.leg.slots = event.detail.receive_slots;
+    room.openedAt = event.detail.opened_at ? Date.parse(event.detail.opened_at) : null;
+    drawDuration(room);
     draw();
   });
   channel.addEventListener("view", (event) => {
-    view = event.detail.view;
-    if (!openedAt && view.version > 0) openedAt = Date.now();
-    if (view.closed) leave();
-    syncMic();
+    room.view = /** @type {SupervisorView} */ (event.detail.view); // a supervisor's token's
+    if (!room.openedAt && room.view.version > 0) room.openedAt = Date.now();
+    if (room.view.closed) leave();
+    syncMic(room);
     draw();
   });
   channel.addEventListener("error", (event) => alertUser(event.detail.detail));
   channel.addEventListener("offline", () => setStatus("Connection lost: reconnecting…"));
   channel.addEventListener("fatal", (event) => setStatus(event.detail));
+}
 
-  const leave = () => {
-    releaseTalk();
-    leg.hangUp();
-    meters.customer.detach();
-    meters.agent.detach();
-  };
+/**
+ * How long the room has been open: at its hello, then every second.
+ * @param {RoomConsole} room
+ */
+function drawDuration({ openedAt }) {
+  $("#duration").textContent = openedAt ? duration(Date.now() - openedAt) : "—";
+}
 
+/**
+ * Draws the console from the latest view.
+ * @param {RoomConsole} room
+ */
+function drawConsole(room) {
+  const { view } = room;
+  if (!view) return;
+  const coach = room.leg.connected ? me(room) : undefined; // this supervisor, in the room's media
+  drawRoom(view);
+  drawMonitor(room, view, coach);
+  if (coach) drawWhisper(coach);
+  drawCues(view.cues);
+  if (view.closed) setStatus("This call has ended.");
+  else if (!room.leg.slots) setStatus("Connecting…");
+  else setStatus(coach ? `Connected as ${view.you.name}.` : `Signed in as ${view.you.name}.`);
+}
+
+/**
+ * Who is in the call, and who is coaching: the facts, and the coaches' table.
+ * @param {SupervisorView} view
+ */
+function drawRoom(view) {
+  $("#customer").textContent = view.customer?.name ?? "—";
+  $("#agent").textContent = view.agent?.name ?? "—";
+  const coaching = view.coaches.filter((c) => c.whispering).map((c) => c.name);
+  $("#coaching").textContent = coaching.length ? coaching.join(", ") : "nobody";
+  $("#coaches").replaceChildren(...view.coaches.map((c) => coachRow(c, view.you.subject)));
+  show($("#no-coaches"), view.coaches.length === 0);
+}
+
+/**
+ * The Monitor and Leave buttons, and what shows once in the room's media.
+ * @param {RoomConsole} room
+ * @param {SupervisorView} view
+ * @param {CoachView | undefined} coach this supervisor, while in the room's media
+ */
+function drawMonitor(room, view, coach) {
+  const inRoom = coach !== undefined;
+  const monitor = /** @type {HTMLButtonElement} */ ($("#monitor"));
+  monitor.disabled = room.joining || view.closed || !room.leg.slots;
+  monitor.textContent = !inRoom ? "Join and monitor" : coach.monitoring ? "Stop monitoring" : "Monitor";
+  monitor.setAttribute("aria-pressed", String(inRoom && coach.monitoring));
+  show($("#leave"), inRoom);
+  show($("#meters"), inRoom);
+  show($("#coach-controls"), inRoom && coach.can_whisper);
+  show($("#cue-section"), inRoom && coach.can_whisper); // cues need the whisper claim too
+}
+
+/**
+ * The whisper, mute, mode and talk controls, and what they add up to.
+ * @param {CoachView} coach this supervisor, in the room's media
+ */
+function drawWhisper(coach) {
+  const whisper = $("#whisper");
+  whisper.setAttribute("aria-pressed", String(coach.whispering));
+  whisper.textContent = coach.whispering ? "Stop whisper" : "Whisper";
+  const mute = $("#mute");
+  mute.setAttribute("aria-pressed", String(coach.muted));
+  mute.textContent = coach.muted ? "Unmute" : "Mute";
+  for (const radio of modeRadios()) {
+    radio.checked = radio.value === coach.mode;
+  }
+  const ptt = coach.mode === "push_to_talk";
+  const talk = /** @type {HTMLButtonElement} */ ($("#talk"));
+  show(talk, ptt);
+  show($("#talk-hint"), ptt);
+  talk.disabled = !coach.whispering;
+  talk.setAttribute("aria-pressed", String(coach.talking));
+  talk.textContent = coach.talking ? "Talking…" : "Hold to talk";
+  talk.classList.toggle("on", coach.talking);
+  const state = coach.audible
+    ? "The agent hears you."
+    : coach.whispering
+      ? ptt ? "Whisper on: hold to talk." : "Whisper on, muted."
+      : coach.monitoring ? "Monitoring: you hear the call." : "Not monitoring.";
+  setText($("#me"), state);
+  document.body.classList.toggle("audible", coach.audible);
+}
+
+/**
+ * The cues sent in this room, newest first.
+ * @param {CueView[]} cues
+ */
+function drawCues(cues) {
+  $("#cues").replaceChildren(...[...cues].reverse().map(cueItem));
+  show($("#no-cues"), cues.length === 0);
+}
+
+/**
+ * Monitor joins the room's media (if need be) and toggles monitoring; Leave leaves it.
+ * @param {RoomConsole} room
+ * @param {Record<string, LevelMeter>} meters
+ * @param {() => void} draw
+ * @param {() => void} leave
+ */
+function monitorControls(room, meters, draw, leave) {
+  const { channel, leg } = room;
   $("#monitor").addEventListener("click", async () => {
-    const coach = me();
+    const coach = me(room);
     if (coach && leg.connected) {
       channel.command({ command: coach.monitoring ? "stop_monitor" : "start_monitor" });
       return;
     }
-    joining = true;
+    room.joining = true;
     draw();
     try {
       await leg.join({
@@ -183,18 +301,27 @@ function start(credentials) {
       });
       channel.command({ command: "start_monitor" });
     } catch (error) {
-      alertUser(`Could not join: ${error.message}`);
+      // An Error: a DOMException from getUserMedia or WebRTC, or the leg's own.
+      alertUser(`Could not join: ${/** @type {Error} */ (error).message}`);
     }
-    joining = false;
+    room.joining = false;
     draw();
   });
   $("#leave").addEventListener("click", () => {
     leave();
     draw();
   });
+}
 
+/**
+ * Whisper on and off, mute, and the microphone's mode.
+ * @param {RoomConsole} room
+ * @param {() => void} releaseTalk
+ */
+function whisperControls(room, releaseTalk) {
+  const { channel, leg } = room;
   $("#whisper").addEventListener("click", () => {
-    const coach = me();
+    const coach = me(room);
     if (!coach) return;
     if (coach.whispering) {
       leg.micOpen = false;
@@ -205,33 +332,43 @@ function start(credentials) {
     }
   });
   $("#mute").addEventListener("click", () => {
-    const coach = me();
+    const coach = me(room);
     if (!coach) return;
     if (!coach.muted) leg.micOpen = false;
     channel.command({ command: coach.muted ? "unmute_coach" : "mute_coach" });
   });
-  for (const radio of document.querySelectorAll('input[name="mode"]')) {
+  for (const radio of modeRadios()) {
     radio.addEventListener("change", () => {
       releaseTalk();
-      channel.command({ command: "set_coach_mode", mode: radio.value });
+      const mode = /** @type {CoachMode} */ (radio.value); // the radios' values are the modes
+      channel.command({ command: "set_coach_mode", mode });
     });
   }
+}
 
-  // Push-to-talk: the spacebar anywhere but in a text field, or the button (pointer or Enter).
+/**
+ * Push-to-talk: the spacebar anywhere but in a text field, or the button (pointer or Enter).
+ * @param {RoomConsole} room
+ * @returns {() => void} lets go of the talk control, if it is held
+ */
+function pushToTalk(room) {
+  const { channel } = room;
+  let talking = false; // the talk control is held down (Space or the button)
+  const talk = $("#talk");
   const pressTalk = () => {
-    const coach = me();
+    const coach = me(room);
     if (talking || !coach?.whispering || coach.mode !== "push_to_talk") return;
     talking = true;
-    $("#talk").classList.add("on");
+    talk.classList.add("on");
     channel.command({ command: "press_talk" });
   };
-  function releaseTalk() {
+  const releaseTalk = () => {
     if (!talking) return;
     talking = false;
-    $("#talk").classList.remove("on");
+    talk.classList.remove("on");
     channel.command({ command: "release_talk" });
-  }
-  const pttActive = () => me()?.whispering && me()?.mode === "push_to_talk";
+  };
+  const pttActive = () => me(room)?.whispering && me(room)?.mode === "push_to_talk";
   addEventListener("keydown", (event) => {
     if (event.code !== "Space" || isTextField(event.target) || !pttActive()) return;
     event.preventDefault(); // no scrolling, no button activation while talking
@@ -243,7 +380,6 @@ function start(credentials) {
     releaseTalk();
   });
   addEventListener("blur", releaseTalk); // never leave the talk button stuck down
-  const talk = $("#talk");
   talk.addEventListener("pointerdown", (event) => {
     talk.setPointerCapture(event.pointerId);
     pressTalk();
@@ -255,24 +391,29 @@ function start(credentials) {
     if (event.key === "Enter" && !event.repeat) pressTalk();
   });
   talk.addEventListener("keyup", (event) => event.key === "Enter" && releaseTalk());
+  return releaseTalk;
+}
 
+/**
+ * The cue box: Send, or Ctrl+Enter, sends its text as a cue to the agent.
+ * @param {LiveChannel} channel
+ */
+function cueBox(channel) {
+  const cueText = /** @type {HTMLTextAreaElement} */ ($("#cue-text"));
   const sendCue = () => {
-    const text = $("#cue-text").value.trim();
+    const text = cueText.value.trim();
     if (!text) return;
     const id = channel.command({ command: "send_cue", cue_id: crypto.randomUUID(), text });
-    if (id) $("#cue-text").value = "";
+    if (id) cueText.value = "";
   };
   $("#cue-form").addEventListener("submit", (event) => {
     event.preventDefault();
     sendCue();
   });
-  $("#cue-text").addEventListener("keydown", (event) => {
+  cueText.addEventListener("keydown", (event) => {
     if (event.key === "Enter" && (event.ctrlKey || event.metaKey)) {
       event.preventDefault();
       sendCue();
     }
   });
-
-  addEventListener("pagehide", leave);
-  channel.connect();
 }

@@ -1,14 +1,29 @@
+// @ts-check
 // The agent's cue panel: floating on the page, or in a Document Picture-in-Picture window that
 // stays on top of other applications where the browser has the API (Chromium 116+).
 
 import { $, announce, el, show } from "./ui.js";
 
+/** @typedef {import("./live_channel.js").CueView} CueView */
+
+// Document Picture-in-Picture, which TypeScript's DOM types do not have (Chromium only).
+/**
+ * @typedef {{requestWindow(options: {width: number, height: number}): Promise<Window>}} PipApi
+ * @typedef {typeof window & {documentPictureInPicture: PipApi}} PipHost
+ */
+
 export class CuePanel {
+  /**
+   * @param {HTMLElement} panel
+   * @param {(cueId: string) => void} onAcknowledge
+   */
   constructor(panel, onAcknowledge) {
     this.panel = panel;
-    this.home = panel.parentElement;
+    this.home = /** @type {HTMLElement} */ (panel.parentElement);
     this.onAcknowledge = onAcknowledge;
+    /** @type {Window | null} the picture-in-picture window, while the panel is in it */
     this.window = null;
+    /** @type {Set<string>} the cues already announced */
     this.shown = new Set();
     const popOut = $("#pop-out", panel);
     if ("documentPictureInPicture" in window) {
@@ -18,7 +33,8 @@ export class CuePanel {
   }
 
   async popOut() {
-    const pip = await window.documentPictureInPicture.requestWindow({ width: 380, height: 460 });
+    const { documentPictureInPicture } = /** @type {PipHost} */ (window);
+    const pip = await documentPictureInPicture.requestWindow({ width: 380, height: 460 });
     const style = pip.document.createElement("link");
     style.rel = "stylesheet";
     style.href = new URL("/static/style.css", location.href).href;
@@ -40,6 +56,7 @@ export class CuePanel {
     pip.close();
   }
 
+  /** @param {CueView[]} cues */
   draw(cues) {
     const list = $("#cues", this.panel);
     const items = [...cues].reverse().map((cue) => {
@@ -63,7 +80,9 @@ export class CuePanel {
       return item;
     });
     // Keep focus where it was if that cue is still there.
-    const focused = this.panel.ownerDocument.activeElement?.closest?.("[data-cue]")?.dataset.cue;
+    /** @type {HTMLElement | null | undefined} */
+    const focusedCue = this.panel.ownerDocument.activeElement?.closest?.("[data-cue]");
+    const focused = focusedCue?.dataset.cue;
     list.replaceChildren(...items);
     if (focused) $(`[data-cue="${CSS.escape(focused)}"] button`, list)?.focus();
     const waiting = cues.filter((cue) => !cue.acknowledged).length;

@@ -1,3 +1,4 @@
+// @ts-check
 // The agent's desk: the call, a badge per coach, the cue panel. Nothing here can unmute a
 // coach: the agent may only silence one (the server refuses an agent's unmute anyway).
 
@@ -5,13 +6,21 @@ import { CuePanel } from "./cues.js";
 import { takeCredentials } from "./link.js";
 import { LiveChannel, roomPath } from "./live_channel.js";
 import { Leg } from "./leg.js";
-import { runCall } from "./call_controls.js";
+import { runCallControls } from "./call_controls.js";
 import { $, announce, el, needLink, setStatus, show } from "./ui.js";
+
+/** @typedef {import("./link.js").Credentials} Credentials */
+/** @typedef {import("./live_channel.js").AgentView} AgentView */
+/** @typedef {import("./live_channel.js").CoachBadge} CoachBadge */
 
 const credentials = takeCredentials();
 if (!credentials) needLink("agent");
 else start(credentials);
 
+/**
+ * @param {CoachBadge} coach
+ * @param {LiveChannel} channel
+ */
 function badge(coach, channel) {
   const state = coach.audible
     ? "active"
@@ -42,7 +51,11 @@ function badge(coach, channel) {
   return item;
 }
 
-// What changed in who the agent hears, in words: the badges redraw on every view, silently.
+/**
+ * What changed in who the agent hears, in words: the badges redraw on every view, silently.
+ * @param {Map<string, string>} before subject → name of each coach the agent heard
+ * @param {CoachBadge[]} coaches
+ */
 function whisperNews(before, coaches) {
   const now = new Map(coaches.filter((c) => c.audible).map((c) => [c.subject, c.name]));
   const started = [...now].filter(([subject]) => !before.has(subject));
@@ -54,14 +67,16 @@ function whisperNews(before, coaches) {
   return { now, news };
 }
 
+/** @param {Credentials} credentials */
 function start(credentials) {
   const channel = new LiveChannel(roomPath(credentials.room), credentials.token);
   const cues = new CuePanel($("#cue-panel"), (cueId) =>
     channel.command({ command: "acknowledge_cue", cue_id: cueId }),
   );
   $("#room").textContent = `Room ${credentials.room}`;
-  let audible = new Map(); // subject → name of each coach the agent hears now
-  runCall(channel, new Leg(credentials), (view, joined) => {
+  /** @type {Map<string, string>} subject → name of each coach the agent hears now */
+  let audible = new Map();
+  runCallControls(channel, new Leg(credentials), (/** @type {AgentView} */ view, joined) => {
     const customer = view.customer;
     show($("#customer"), Boolean(customer));
     if (customer) $("#customer").textContent = `Customer: ${customer.name}`;

@@ -1,15 +1,26 @@
+// @ts-check
 // One person's two media sessions: the microphone (WHIP) and the ears (WHEP, one track per
 // receive slot named by the server's `hello`). Who hears whom is decided by the server.
 
 import { microphone, play, publish, receive } from "./media.js";
 
+/** @typedef {import("./link.js").Credentials} Credentials */
+/** @typedef {import("./media.js").MediaSession} MediaSession */
+/** @typedef {import("./media.js").OnTrack} OnTrack */
+
 export class Leg {
+  /** @param {Credentials} credentials */
   constructor(credentials) {
     this.credentials = credentials;
+    /** @type {string[] | null} the receive slots, from the server's hello */
     this.slots = null;
+    /** @type {MediaStreamTrack | null} */
     this.mic = null;
+    /** @type {MediaSession | null} */
     this.sending = null;
+    /** @type {MediaSession | null} */
     this.receiving = null;
+    /** @type {Map<string, MediaStreamTrack>} */
     this.tracks = new Map();
   }
 
@@ -17,7 +28,10 @@ export class Leg {
     return this.sending !== null && this.receiving !== null;
   }
 
-  // Joins the room's media: the microphone first (muted until `micOpen`), then the slots.
+  /**
+   * Joins the room's media: the microphone first (muted until `micOpen`), then the slots.
+   * @param {{micOpen?: boolean, onTrack?: OnTrack}} [options]
+   */
   async join({ micOpen = true, onTrack = () => {} } = {}) {
     if (!this.slots) throw new Error("Not connected to the room yet.");
     const { room, token } = this.credentials;
@@ -36,6 +50,7 @@ export class Leg {
     }
   }
 
+  /** @param {boolean} open */
   set micOpen(open) {
     if (this.mic) this.mic.enabled = open;
   }

@@ -1,3 +1,4 @@
+// @ts-check
 // The room and the token come in the link's fragment (/desk#room=r1&token=...). Browsers never
 // send a fragment to a server, and it is removed from the address bar (and the history) at
 // once, so the token is not left on screen or in a bookmark. It is kept in this tab's
@@ -9,8 +10,14 @@
 
 export const ANY_ROOM = "*";
 
+/** @typedef {{room: string, token: string}} Credentials */
+
 const storageKey = () => `earpiece:${location.pathname}`;
 
+/**
+ * @param {{anyRoom?: boolean}} [options] anyRoom: a `*` token (no room) will do
+ * @returns {Credentials | null}
+ */
 export function takeCredentials({ anyRoom = false } = {}) {
   const params = new URLSearchParams(location.hash.slice(1));
   const token = params.get("token");
@@ -29,13 +36,20 @@ export function takeCredentials({ anyRoom = false } = {}) {
   return null;
 }
 
-// What this tab's page opens with next (the lobby opens a room, a room goes back to the lobby).
+/**
+ * What this tab's page opens with next (the lobby opens a room, a room goes back to the lobby).
+ * @param {Credentials} credentials
+ */
 export function keepCredentials({ room, token }) {
   sessionStorage.setItem(storageKey(), JSON.stringify({ room, token }));
 }
 
-// The token's claims, read without checking its signature: for what a page shows (a name, the
-// queues, whether it is a `*` token), never for a decision. The server checks every request.
+/**
+ * The token's claims, read without checking its signature: for what a page shows (a name, the
+ * queues, whether it is a `*` token), never for a decision. The server checks every request.
+ * @param {string} token
+ * @returns {Record<string, unknown>} unchecked, so each claim's type is the reader's to test
+ */
 export function peekClaims(token) {
   try {
     const payload = token.split(".")[1].replace(/-/g, "+").replace(/_/g, "/");

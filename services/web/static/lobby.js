@@ -1,3 +1,4 @@
+// @ts-check
 // The console's lobby, for a supervisor's `*` token: the live rooms of the queues it allows,
 // each with its customer, agent, how long it has been open and who is coaching, pushed by the
 // server over /lobby/live whenever it changes. "Open" takes this tab into that room's console
@@ -7,6 +8,10 @@ import { keepCredentials, peekClaims } from "./link.js";
 import { LiveChannel } from "./live_channel.js";
 import { $, duration, el, setStatus, setText, show } from "./ui.js";
 
+/** @typedef {import("./link.js").Credentials} Credentials */
+/** @typedef {import("./live_channel.js").LiveRoom} LiveRoom */
+
+/** @param {LiveRoom} room */
 function coachesText(room) {
   if (room.coaches.length === 0) return "nobody";
   const coaching = new Set(room.coaching);
@@ -15,8 +20,12 @@ function coachesText(room) {
     .join(", ");
 }
 
-// One row per room, kept across updates (keyed by room id) so that the keyboard focus on an
-// "Open" button survives them.
+/**
+ * One row per room, kept across updates (keyed by room id) so that the keyboard focus on an
+ * "Open" button survives them.
+ * @param {LiveRoom} room
+ * @param {(roomId: string) => void} open
+ */
 function roomRow(room, open) {
   const button = el("button", { type: "button", class: "primary", text: "Open" });
   button.setAttribute("aria-label", `Open room ${room.room_id}`);
@@ -34,9 +43,11 @@ function roomRow(room, open) {
   );
 }
 
+/** @param {Credentials} credentials a `*` token's */
 export function startLobby(credentials) {
   const claims = peekClaims(credentials.token);
-  const rows = new Map(); // room id -> { row, openedAt }
+  /** @type {Map<string, {row: HTMLTableRowElement, openedAt: number}>} by room id */
+  const rows = new Map();
   const body = $("#rooms");
   const channel = new LiveChannel("/lobby/live", credentials.token, {
     4403: "Your access link does not open the room list.",
@@ -50,6 +61,7 @@ export function startLobby(credentials) {
     ? `Queues: ${queues.join(", ")}`
     : "Your link names no queue.";
 
+  /** @param {string} roomId */
   const open = (roomId) => {
     channel.close();
     keepCredentials({ room: roomId, token: credentials.token });
@@ -58,12 +70,14 @@ export function startLobby(credentials) {
 
   const tick = () => {
     for (const { row, openedAt } of rows.values()) {
-      setText(row.querySelector('[data-field="open-for"]'), duration(Date.now() - openedAt));
+      setText($('[data-field="open-for"]', row), duration(Date.now() - openedAt));
     }
   };
 
+  /** @param {LiveRoom[]} rooms */
   const draw = (rooms) => {
     const seen = new Set();
+    /** @type {HTMLTableRowElement | null} */
     let previous = null;
     for (const room of rooms) {
       seen.add(room.room_id);
@@ -74,12 +88,13 @@ export function startLobby(credentials) {
       }
       entry.openedAt = Date.parse(room.opened_at);
       const { row } = entry;
-      setText(row.querySelector('[data-field="queue"]'), room.queue);
-      setText(row.querySelector('[data-field="customer"]'), room.customer ?? "—");
-      setText(row.querySelector('[data-field="agent"]'), room.agent ?? "—");
-      setText(row.querySelector('[data-field="coaches"]'), coachesText(room));
+      setText($('[data-field="queue"]', row), room.queue);
+      setText($('[data-field="customer"]', row), room.customer ?? "—");
+      setText($('[data-field="agent"]', row), room.agent ?? "—");
+      setText($('[data-field="coaches"]', row), coachesText(room));
       row.classList.toggle("coached", room.coaching.length > 0);
       // Oldest first, as the server sends them; a row moves only when it is out of place.
+      /** @type {ChildNode | null} */
       const expected = previous ? previous.nextSibling : body.firstChild;
       if (row !== expected) body.insertBefore(row, expected);
       previous = row;
@@ -97,6 +112,7 @@ export function startLobby(credentials) {
   };
 
   // While the list cannot be kept current, it says so: greyed out, and busy for screen readers.
+  /** @param {boolean} isStale */
   const stale = (isStale) => {
     $("#rooms-table").classList.toggle("stale", isStale);
     $("#rooms-table").setAttribute("aria-busy", String(isStale));

@@ -1,8 +1,11 @@
+// @ts-check
 // WebRTC through the service: WHIP (RFC 9725) publishes the microphone, WHEP receives. The
 // offer is sent once ICE gathering is complete (the service takes no trickled candidates);
 // the bearer token goes in a header.
 
 const GATHER_TIMEOUT_MS = 2000;
+
+/** @typedef {(slot: string, track: MediaStreamTrack) => void} OnTrack */
 
 export const MIC_CONSTRAINTS = {
   audio: { channelCount: 1, echoCancellation: true, noiseSuppression: true, autoGainControl: true },
@@ -10,6 +13,11 @@ export const MIC_CONSTRAINTS = {
 };
 
 export class MediaSession {
+  /**
+   * @param {RTCPeerConnection} pc
+   * @param {string | null} location the session's URL (the 201's Location); null once closed
+   * @param {string} token
+   */
   constructor(pc, location, token) {
     this.pc = pc;
     this.location = location;
@@ -30,13 +38,24 @@ export class MediaSession {
   }
 }
 
+/**
+ * @param {string} room
+ * @param {string} token
+ * @param {MediaStreamTrack} track
+ */
 export async function publish(room, token, track) {
   const pc = new RTCPeerConnection({ iceServers: [] });
   pc.addTransceiver(track, { direction: "sendonly" });
   return negotiate(pc, `/rooms/${encodeURIComponent(room)}/whip`, token);
 }
 
-// One recvonly transceiver per receive slot, in the slots' order; onTrack(slotName, track).
+/**
+ * One recvonly transceiver per receive slot, in the slots' order; onTrack(slotName, track).
+ * @param {string} room
+ * @param {string} token
+ * @param {string[]} slots
+ * @param {OnTrack} onTrack
+ */
 export async function receive(room, token, slots, onTrack) {
   const pc = new RTCPeerConnection({ iceServers: [] });
   const transceivers = slots.map(() => pc.addTransceiver("audio", { direction: "recvonly" }));
@@ -47,6 +66,12 @@ export async function receive(room, token, slots, onTrack) {
   return negotiate(pc, `/rooms/${encodeURIComponent(room)}/whep`, token);
 }
 
+/**
+ * @param {RTCPeerConnection} pc
+ * @param {string} path
+ * @param {string} token
+ * @returns {Promise<MediaSession>}
+ */
 async function negotiate(pc, path, token) {
   try {
     await pc.setLocalDescription(await pc.createOffer());
@@ -54,7 +79,7 @@ async function negotiate(pc, path, token) {
     const response = await fetch(path, {
       method: "POST",
       headers: { authorization: `Bearer ${token}`, "content-type": "application/sdp" },
-      body: pc.localDescription.sdp,
+      body: /** @type {RTCSessionDescription} */ (pc.localDescription).sdp, // set just above
     });
     if (response.status !== 201) throw new Error(await reason(response));
     const location = response.headers.get("Location");
@@ -66,6 +91,10 @@ async function negotiate(pc, path, token) {
   }
 }
 
+/**
+ * @param {RTCPeerConnection} pc
+ * @returns {Promise<void>}
+ */
 function gathered(pc) {
   if (pc.iceGatheringState === "complete") return Promise.resolve();
   return new Promise((resolve) => {
@@ -80,6 +109,10 @@ function gathered(pc) {
   });
 }
 
+/**
+ * @param {Response} response
+ * @returns {Promise<string>}
+ */
 async function reason(response) {
   try {
     const body = await response.json();
@@ -89,8 +122,12 @@ async function reason(response) {
   }
 }
 
-// Plays a received track. The element is never muted: muting is the user's system's business
-// (and a muted element reads as silence to the page's own meters in Chromium).
+/**
+ * Plays a received track. The element is never muted: muting is the user's system's business
+ * (and a muted element reads as silence to the page's own meters in Chromium).
+ * @param {MediaStreamTrack} track
+ * @param {string} label
+ */
 export function play(track, label) {
   const audio = document.createElement("audio");
   audio.autoplay = true;

@@ -1,5 +1,7 @@
+// @ts-check
 // Level meters for received audio: an AnalyserNode per track, drawn into a <meter>.
 
+/** @type {AudioContext | undefined} */
 let context;
 
 // Browsers that keep an AudioContext suspended until a gesture (Firefox) get one here.
@@ -13,14 +15,20 @@ function audioContext() {
 }
 
 export class LevelMeter {
+  /** @param {HTMLMeterElement} meterElement */
   constructor(meterElement) {
     this.element = meterElement;
+    /** @type {AnalyserNode | null} */
     this.analyser = null;
+    /** @type {MediaStreamAudioSourceNode | null} */
     this.source = null;
+    /** @type {Float32Array<ArrayBuffer> | null} */
     this.samples = null;
-    this.timer = null;
+    /** @type {number | undefined} */
+    this.timer = undefined;
   }
 
+  /** @param {MediaStreamTrack} track */
   attach(track) {
     this.detach();
     const ctx = audioContext();
@@ -33,6 +41,7 @@ export class LevelMeter {
   }
 
   draw() {
+    if (!this.analyser || !this.samples) return; // detached
     this.analyser.getFloatTimeDomainData(this.samples);
     let sum = 0;
     for (const sample of this.samples) sum += sample * sample;

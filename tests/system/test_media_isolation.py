@@ -11,17 +11,22 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections import defaultdict
 from collections.abc import AsyncIterator
+from typing import Any
 
 import httpx
 import pytest
 import redis.asyncio as redis
+from aiortc.rtp import RtpPacket
 
 from events.room import Role
 from projections.routes import AudioRoute
 from services.bench.participants import Participant, ToneTrack
+from services.media import route_reconciler
 from services.media.plane import MediaPlane
 from services.redis_server import RedisServer
+from tests.services.media.guards import let_a_supervisor_fill_any_slot, stub_out_refusal
 from tests.support import running_service, token
 
 TONES = {"cust": 500.0, "agent": 800.0, "sup-1": 1300.0, "sup-2": 1900.0}
@@ -95,6 +100,55 @@ class Call:
             if not unsettled:
                 return phase
             assert time.monotonic() < deadline, f"expected {expected}, heard {unsettled}"
+
+
+class Payloads:
+    """The Opus payloads each client sent and received, from when it was tapped on.
+
+    The server forwards payloads byte-identical and only writes RTP headers of its own (its
+    SSRCs, sequence numbers, timestamps), so a supervisor's payload found on the customer's
+    connection is that supervisor's voice, under whatever SSRC it came.
+    """
+
+    def __init__(self, patch: pytest.MonkeyPatch) -> None:
+        self.patch = patch
+        self.sent: defaultdict[str, set[bytes]] = defaultdict(set)
+        self.received: defaultdict[str, set[bytes]] = defaultdict(set)
+
+    def tap(self, subject: str, person: Participant) -> None:
+        assert person.publisher is not None
+        assert person.listener is not None
+        for sender in person.publisher.getSenders():
+            self._tap_sender(sender, self.sent[subject])
+        for receiver in person.listener.getReceivers():
+            self._tap_receiver(receiver, self.received[subject])
+
+    def _tap_sender(self, sender: Any, sent: set[bytes]) -> None:
+        next_encoded_frame = sender._next_encoded_frame  # looked up anew for every frame
+
+        async def recording(codec: Any) -> Any:
+            frame = await next_encoded_frame(codec)
+            if frame is not None:
+                sent.update(frame.payloads)
+            return frame
+
+        self.patch.setattr(sender, "_next_encoded_frame", recording)
+
+    def _tap_receiver(self, receiver: Any, received: set[bytes]) -> None:
+        handle_rtp_packet = receiver._handle_rtp_packet  # looked up anew for every packet
+
+        async def recording(packet: RtpPacket, arrival_time_ms: int) -> None:
+            if packet.payload:
+                received.add(packet.payload)
+            await handle_rtp_packet(packet, arrival_time_ms=arrival_time_ms)
+
+        self.patch.setattr(receiver, "_handle_rtp_packet", recording)
+
+
+def assert_customer_received_nothing_a_supervisor_sent(payloads: Payloads) -> None:
+    from_supervisors = payloads.sent["sup-1"] | payloads.sent["sup-2"]
+    leaked = payloads.received["cust"] & from_supervisors
+    assert not leaked, f"the customer received {len(leaked)} payloads a supervisor sent"
 
 
 def heard(levels: dict[str, float]) -> set[str] | None:
@@ -192,9 +246,12 @@ async def test_customer_never_hears_a_supervisor_in_any_phase_of_a_call(call: Ca
     assert not {c for c in changes if c[1].startswith("sup") and c[2] == "cust"}
 
 
-async def test_customer_connection_carries_nothing_from_a_supervisor(call: Call) -> None:
+async def test_customer_connection_carries_nothing_from_a_supervisor(
+    call: Call, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    payloads = Payloads(monkeypatch)
     for subject in ("cust", "agent", "sup-1", "sup-2"):
-        await call.join(subject)
+        payloads.tap(subject, await call.join(subject))
     await call.command("sup-1", "set_coach_mode", mode="open_mic")
     await call.command("sup-1", "start_whisper")
     await call.routes_become(*CALL, *MONITORED_BY_1, ("sup-1", "agent"))
@@ -212,17 +269,39 @@ async def test_customer_connection_carries_nothing_from_a_supervisor(call: Call)
         for s in call.media.rooms["room-1"].sessions.values()
         if (s.actor.subject, s.direction) == ("cust", "receive")
     ]
-    coach_ssrcs = {
-        sender._ssrc
-        for subject in ("sup-1", "sup-2")
-        for pc in (call.people[subject].publisher, call.people[subject].listener)
-        if pc is not None
-        for sender in pc.getSenders()
-    }
 
     assert answer.count("m=audio") == 1
     assert len(customer.getTransceivers()) == 1
     assert received == {sender._ssrc for sender in server_session.pc.getSenders()}
-    assert not received & coach_ssrcs
+    # What makes the payload check able to fail: routed payloads arrive as they were sent.
+    assert payloads.received["cust"] & payloads.sent["agent"]
+    assert payloads.received["agent"] & payloads.sent["sup-1"]
+    assert_customer_received_nothing_a_supervisor_sent(payloads)
     assert "sup-" not in answer
     assert "Sup-" not in answer
+
+
+async def test_payload_check_fails_once_a_supervisor_is_routed_to_the_customer(
+    call: Call, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # All three guards removed: the decider asks for sup-1 → cust (patched where the reconciler
+    # looks ``routes`` up), the router does not refuse it, and sup-1 takes the customer's slot
+    # (free: no agent in this call).
+    decided = route_reconciler.routes
+    leak = AudioRoute(producer="sup-1", consumer="cust")
+    monkeypatch.setattr(route_reconciler, "routes", lambda state: decided(state) | {leak})
+    stub_out_refusal(monkeypatch)
+    let_a_supervisor_fill_any_slot(monkeypatch)
+    payloads = Payloads(monkeypatch)
+    for subject in ("cust", "sup-1"):
+        payloads.tap(subject, await call.join(subject))
+
+    await call.routes_become(("sup-1", "cust"))
+    async with asyncio.timeout(10):
+        while len(payloads.received["cust"]) < 10:  # a fifth of a second of audio, at least
+            await asyncio.sleep(0.05)
+
+    with pytest.raises(
+        AssertionError, match=r"the customer received \d+ payloads a supervisor sent"
+    ):
+        assert_customer_received_nothing_a_supervisor_sent(payloads)

@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+from collections.abc import Callable
 
 import pytest
 from hypothesis import given, settings
@@ -9,13 +10,15 @@ from hypothesis import strategies as st
 
 from events.room import Role
 from projections.routes import AudioRoute
+from services.errors import ForbiddenRoute, NoFreeSlot, UnknownEndpoint
 from services.media.opus_forwarding import FRAME_SAMPLES, OpusPacket
-from services.media.router import (
-    FORBIDDEN_ROUTES,
-    ForbiddenRoute,
-    NoFreeSlot,
-    Router,
-    UnknownEndpoint,
+from services.media.router import FORBIDDEN_ROUTES, Router
+from tests.guards import fails_without
+from tests.services.media.guards import (
+    give_the_customer_a_coach_slot,
+    let_a_supervisor_fill_any_slot,
+    remove_slot_kinds,
+    stub_out_refusal,
 )
 
 PARTICIPANTS = {
@@ -34,9 +37,15 @@ def full_router(coach_slots: int = 4) -> Router:
     return router
 
 
-def test_connect_supervisor_to_customer_is_refused_logged_and_counted(
+# Each guard of the router is tested with the other one removed, since either alone keeps a
+# supervisor from the customer and would hide the other's absence; and each test's check is
+# shown to fail once its own guard is removed too.
+
+
+def assert_supervisor_to_customer_is_refused_logged_and_counted(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
+    caplog.clear()  # run twice by the proof: the first run's log must not pass the second
     router = full_router()
     before = FORBIDDEN_ROUTES._value.get()
 
@@ -49,6 +58,64 @@ def test_connect_supervisor_to_customer_is_refused_logged_and_counted(
     assert router.connections() == frozenset()
     assert FORBIDDEN_ROUTES._value.get() == before + 1
     assert "SECURITY room=room-1 refused route sup-1 (supervisor) → cust (customer)" in caplog.text
+
+
+def test_connect_supervisor_to_customer_is_refused_logged_and_counted(
+    caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    remove_slot_kinds(monkeypatch)  # else NoFreeSlot, not the refusal, would stop the route
+
+    assert_supervisor_to_customer_is_refused_logged_and_counted(caplog)
+
+
+def test_refused_logged_and_counted_check_fails_once_refusal_is_stubbed_out(
+    caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    remove_slot_kinds(monkeypatch)
+
+    failure = fails_without(
+        lambda: assert_supervisor_to_customer_is_refused_logged_and_counted(caplog),
+        lambda: stub_out_refusal(monkeypatch),
+    )
+
+    assert "DID NOT RAISE" in failure
+
+
+def assert_supervisor_to_customer_finds_no_slot() -> None:
+    router = full_router()
+
+    with pytest.raises(NoFreeSlot, match="cust has no free slot for sup-1"):
+        router.connect(AudioRoute(producer="sup-1", consumer="cust"))
+    router.connect(AudioRoute(producer="agent", consumer="cust"))
+    with pytest.raises(NoFreeSlot, match="cust has no free slot for sup-2"):
+        router.connect(AudioRoute(producer="sup-2", consumer="cust"))
+
+    assert {p.subject for p in router.consumers["cust"].feeding.values()} == {"agent"}
+
+
+def test_connect_supervisor_to_customer_finds_no_slot_once_refusal_is_stubbed_out(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    stub_out_refusal(monkeypatch)  # else the refusal stops the route before any slot is sought
+
+    assert_supervisor_to_customer_finds_no_slot()
+
+
+@pytest.mark.parametrize(
+    "remove_guard",
+    [give_the_customer_a_coach_slot, let_a_supervisor_fill_any_slot],
+    ids=["coach-slot", "any-kind"],
+)
+def test_no_slot_check_fails_once_the_customer_has_a_slot_a_supervisor_fits(
+    monkeypatch: pytest.MonkeyPatch, remove_guard: Callable[[pytest.MonkeyPatch], None]
+) -> None:
+    stub_out_refusal(monkeypatch)
+
+    failure = fails_without(
+        assert_supervisor_to_customer_finds_no_slot, lambda: remove_guard(monkeypatch)
+    )
+
+    assert "DID NOT RAISE" in failure
 
 
 def test_customer_consumer_has_one_slot_and_it_is_the_agents() -> None:
@@ -124,18 +191,7 @@ def test_slot_switching_speakers_keeps_its_timestamps_continuous() -> None:
     assert sent[3] - sent[2] >= FRAME_SAMPLES
 
 
-@settings(max_examples=200, deadline=None, derandomize=True, database=None)
-@given(
-    st.lists(
-        st.tuples(
-            st.sampled_from(["connect", "disconnect", "republish"]),
-            st.sampled_from(sorted(PARTICIPANTS)),
-            st.sampled_from(sorted(PARTICIPANTS)),
-        ),
-        max_size=40,
-    )
-)
-def test_no_sequence_of_requests_connects_a_supervisor_to_the_customer(
+def assert_no_sequence_connects_a_supervisor_to_the_customer(
     requests: list[tuple[str, str, str]],
 ) -> None:
     router = full_router(coach_slots=2)
@@ -148,3 +204,61 @@ def test_no_sequence_of_requests_connects_a_supervisor_to_the_customer(
             router.connect(route) if op == "connect" else router.disconnect(route)
         customer_hears = {p.role for p in router.consumers["cust"].feeding.values()}
         assert customer_hears <= {Role.AGENT}
+
+
+request_sequences = st.lists(
+    st.tuples(
+        st.sampled_from(["connect", "disconnect", "republish"]),
+        st.sampled_from(sorted(PARTICIPANTS)),
+        st.sampled_from(sorted(PARTICIPANTS)),
+    ),
+    max_size=40,
+)
+router_property = settings(max_examples=200, deadline=None, derandomize=True, database=None)
+
+
+@router_property
+@given(request_sequences)
+def test_no_sequence_of_requests_connects_a_supervisor_to_the_customer(
+    requests: list[tuple[str, str, str]],
+) -> None:
+    with pytest.MonkeyPatch.context() as patch:
+        remove_slot_kinds(patch)  # the refusal alone must hold: NoFreeSlot is suppressed
+        assert_no_sequence_connects_a_supervisor_to_the_customer(requests)
+
+
+@router_property
+@given(request_sequences)
+def test_no_sequence_of_unrefused_requests_gives_the_customer_a_supervisor(
+    requests: list[tuple[str, str, str]],
+) -> None:
+    with pytest.MonkeyPatch.context() as patch:
+        stub_out_refusal(patch)  # the slots alone must hold
+        assert_no_sequence_connects_a_supervisor_to_the_customer(requests)
+
+
+def test_sequence_property_fails_once_refusal_is_stubbed_out(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    failure = fails_without(
+        test_no_sequence_of_requests_connects_a_supervisor_to_the_customer,
+        lambda: stub_out_refusal(monkeypatch),
+    )
+
+    assert "SUPERVISOR" in failure
+
+
+@pytest.mark.parametrize(
+    "remove_guard",
+    [give_the_customer_a_coach_slot, let_a_supervisor_fill_any_slot],
+    ids=["coach-slot", "any-kind"],
+)
+def test_unrefused_sequence_property_fails_once_the_customer_has_a_slot_a_supervisor_fits(
+    monkeypatch: pytest.MonkeyPatch, remove_guard: Callable[[pytest.MonkeyPatch], None]
+) -> None:
+    failure = fails_without(
+        test_no_sequence_of_unrefused_requests_gives_the_customer_a_supervisor,
+        lambda: remove_guard(monkeypatch),
+    )
+
+    assert "SUPERVISOR" in failure

@@ -4,6 +4,7 @@ from events.envelope import SCHEMA_VERSION, Envelope, EnvelopeCodec, Upcaster
 from events.errors import (
     EarpieceError,
     IdempotencyKeyReused,
+    InconsistentEntry,
     InvalidRoomId,
     MalformedEvent,
     StoreError,
@@ -52,6 +53,7 @@ __all__ = [
     "EventStore",
     "FeedConsumer",
     "IdempotencyKeyReused",
+    "InconsistentEntry",
     "InvalidRoomId",
     "KeySpace",
     "MalformedEvent",

@@ -3,6 +3,7 @@
     EarpieceError
     ├── InvalidRoomId             a room id that cannot name a stream
     ├── MalformedEvent            bytes on a stream that are not a valid envelope
+    ├── InconsistentEntry         a feed entry that the room's own stream contradicts
     └── StoreError
         ├── StoreUnavailable      Redis could not be reached or answered wrongly
         ├── WrongExpectedVersion  optimistic concurrency: someone appended first
@@ -32,6 +33,11 @@ class MalformedEvent(EarpieceError, ValueError):
         super().__init__(f"malformed event: {reason}")
         self.reason = reason
         self.raw = raw
+
+
+class InconsistentEntry(EarpieceError):
+    """A well-formed feed entry that its room's stream contradicts (say, a version the stream
+    lacks): retrying cannot help, so a consumer group quarantines it at once."""
 
 
 class StoreError(EarpieceError):

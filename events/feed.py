@@ -7,9 +7,12 @@ that dies mid-batch loses nothing: its entries stay pending and, once idle for
 Delivery is therefore at least once; handlers must be idempotent (the audit projection, for
 one, skips versions it has already recorded).
 
-An entry that cannot be decoded, or whose handler keeps failing ``max_deliveries`` times, is
-copied to the partition's quarantine stream with the reason, logged and acknowledged, so that
-one bad entry never stops the group.
+An entry that cannot be decoded, one that its handler finds inconsistent with the room's stream
+(``InconsistentEntry``), or one whose handler keeps failing ``max_deliveries`` times, is copied
+to the partition's quarantine stream with the reason, logged and acknowledged, so that one bad
+entry never stops the group. While Redis is unreachable the group waits with a capped
+back-off and tries again, for as long as the outage lasts: nothing is lost, since
+unacknowledged entries wait in the group.
 """
 
 from __future__ import annotations
@@ -24,8 +27,9 @@ import redis.asyncio as redis
 from redis.exceptions import RedisError, ResponseError
 
 from events.envelope import Envelope, EnvelopeCodec
-from events.errors import MalformedEvent, StoreUnavailable
+from events.errors import InconsistentEntry, MalformedEvent, StoreUnavailable
 from events.keys import KeySpace
+from events.retry import Backoff
 from events.store import raise_if_cancelling
 
 log = logging.getLogger(__name__)
@@ -69,16 +73,19 @@ class FeedConsumer:
         except ResponseError as exc:
             if "BUSYGROUP" not in str(exc):
                 raise StoreUnavailable(f"creating group {self.group!r} failed: {exc}") from exc
+        except RedisError as exc:  # ConnectionError, TimeoutError: Redis is away
+            raise StoreUnavailable(f"creating group {self.group!r} failed: {exc}") from exc
 
-    async def run(self, handler: Handler) -> None:
-        """Consume until cancelled."""
+    async def run(self, handler: Handler, on_progress: Callable[[], None] = lambda: None) -> None:
+        """Consume until cancelled; ``on_progress`` is called after each answered read."""
         await self.ensure_group()
         # Our own pending entries first: what this consumer name held when it last stopped.
         while await self.consume_once(handler, own_pending=True):
-            pass
+            on_progress()
         while True:
             raise_if_cancelling()
             await self.consume_once(handler)
+            on_progress()
 
     async def consume_once(self, handler: Handler, *, own_pending: bool = False) -> int:
         """Handle one batch: stale entries claimed from dead members first, else new ones.
@@ -129,6 +136,11 @@ class FeedConsumer:
             await handler(envelope)
         except asyncio.CancelledError:
             raise
+        except InconsistentEntry as exc:  # no retry can help: set it aside now
+            await self._quarantine(entry_id, fields, str(exc))
+            return
+        except (StoreUnavailable, RedisError):
+            raise  # Redis is away, not the entry's fault: it stays pending, the group retries
         except Exception as exc:
             deliveries = await self._deliveries(entry_id)
             if deliveries < self.max_deliveries:
@@ -173,9 +185,6 @@ class FeedConsumer:
         await self.client.xack(self.feed, self.group, entry_id)
 
 
-RETRY_S = 1.0
-
-
 async def run_group(
     client: redis.Redis,
     *,
@@ -188,8 +197,7 @@ async def run_group(
 ) -> None:
     """One member of ``group`` on every partition's feed, handing envelopes to ``handler``.
 
-    Runs until cancelled. While Redis is unreachable it logs and tries again every ``RETRY_S``:
-    nothing is lost, since unacknowledged entries wait in the group.
+    Runs until cancelled, through Redis outages of any length (capped back-off).
     """
     members = [
         FeedConsumer(
@@ -203,16 +211,20 @@ async def run_group(
         )
         for partition in range(keys.partitions)
     ]
+    backoff = Backoff()
     while True:
         try:
             async with asyncio.TaskGroup() as running:
                 for member in members:
-                    running.create_task(member.run(handler))
+                    running.create_task(member.run(handler, on_progress=backoff.reset))
         except* StoreUnavailable as failures:
             log.warning(
-                "group %r paused, retrying in %ss: %s", group, RETRY_S, failures.exceptions[0]
+                "group %r paused, retrying in %.1fs: %s",
+                group,
+                backoff.next_s(),
+                failures.exceptions[0],
             )
-            await asyncio.sleep(RETRY_S)
+            await backoff.wait()
 
 
 def _stream_id(raw: bytes) -> StreamId:

@@ -3,6 +3,7 @@
     EarpieceError                        events/errors.py        HTTP                        close
     ├── InvalidRoomId                                            400 invalid_room            4400
     ├── MalformedEvent                                           503 unavailable             1011
+    ├── InconsistentEntry           a feed entry the stream contradicts: quarantined, never answered
     ├── StoreError
     │   ├── StoreUnavailable                                     503 unavailable             1011
     │   ├── WrongExpectedVersion        retried by the command handler, never answered

@@ -14,9 +14,10 @@ from typing import Any
 
 import msgspec
 import redis.asyncio as redis
-from redis.exceptions import ResponseError
+from redis.exceptions import RedisError, ResponseError
 
 from events.envelope import Envelope
+from events.errors import InconsistentEntry, StoreUnavailable
 from events.feed import run_group
 from events.store import EventStore
 from projections.audit import AuditRecord, next_record
@@ -33,11 +34,17 @@ class AuditTrail:
         self.store = store
 
     async def records(self, room_id: str) -> list[AuditRecord]:
-        entries: Any = await self.store.client.xrange(self.store.keys.audit(room_id))
+        try:
+            entries: Any = await self.store.client.xrange(self.store.keys.audit(room_id))
+        except RedisError as exc:
+            raise StoreUnavailable(f"reading the audit of room {room_id!r}: {exc}") from exc
         return [_record_decoder.decode(fields[b"r"]) for _id, fields in entries]
 
     async def last_record(self, room_id: str) -> AuditRecord | None:
-        newest: Any = await self.store.client.xrevrange(self.store.keys.audit(room_id), count=1)
+        try:
+            newest: Any = await self.store.client.xrevrange(self.store.keys.audit(room_id), count=1)
+        except RedisError as exc:
+            raise StoreUnavailable(f"reading the audit of room {room_id!r}: {exc}") from exc
         return _record_decoder.decode(newest[0][1][b"r"]) if newest else None
 
     async def catch_up(self, room_id: str, *, through_version: int) -> int:
@@ -51,21 +58,31 @@ class AuditTrail:
             batch = await self.store.read(
                 room_id, after_version=after, count=min(through_version - after, 500)
             )
+            if not batch:
+                raise InconsistentEntry(
+                    f"room {room_id!r} has no version {after + 1}, yet a feed entry names "
+                    f"version {through_version}"
+                )
             try:
                 recorded += await self._append(room_id, last, batch)
             except ResponseError as exc:
                 if "equal or smaller" not in str(exc):
-                    raise
+                    raise StoreUnavailable(f"recording room {room_id!r}: {exc}") from exc
                 # Another worker recorded some of these first; re-read its head and go on.
+            except RedisError as exc:
+                raise StoreUnavailable(f"recording room {room_id!r}: {exc}") from exc
 
     async def handle(self, envelope: Envelope) -> None:
         await self.catch_up(envelope.room_id, through_version=envelope.version)
 
     async def _append(self, room_id: str, last: AuditRecord | None, batch: list[Envelope]) -> int:
+        """Chain ``batch`` after ``last`` and write it in one round trip (a pipeline)."""
         key = self.store.keys.audit(room_id)
-        for envelope in batch:
-            last = next_record(last, envelope)
-            await self.store.client.xadd(key, {"r": msgspec.json.encode(last)}, id=f"{last.seq}-0")
+        async with self.store.client.pipeline(transaction=False) as pipe:
+            for envelope in batch:
+                last = next_record(last, envelope)
+                pipe.xadd(key, {"r": msgspec.json.encode(last)}, id=f"{last.seq}-0")
+            await pipe.execute()
         return len(batch)
 
 

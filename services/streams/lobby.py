@@ -23,7 +23,7 @@ import contextlib
 import datetime as dt
 import logging
 import time
-from collections.abc import AsyncGenerator, Iterable
+from collections.abc import AsyncGenerator, Callable, Iterable
 from typing import Any
 
 import msgspec
@@ -32,7 +32,8 @@ from redis.exceptions import RedisError
 
 from events.envelope import Envelope
 from events.errors import StoreUnavailable
-from events.feed import RETRY_S, run_group
+from events.feed import run_group
+from events.retry import Backoff
 from events.store import EventStore, raise_if_cancelling
 from projections.views import LiveRoom, live_room
 from services.streams.room_states import RoomStates
@@ -145,14 +146,15 @@ class LobbyChanges:
         """Listen to every partition's changes until cancelled, through Redis outages."""
         keys = self.lobby.store.keys
         channels = [keys.lobby_changes(p) for p in range(keys.partitions)]
+        backoff = Backoff()
         while True:
             try:
                 async with self.lobby.store.client.pubsub() as pubsub:
                     await pubsub.subscribe(*channels)
-                    await self._listen(pubsub)
+                    await self._listen(pubsub, on_message=backoff.reset)
             except (RedisError, TimeoutError) as exc:
-                log.warning("lobby changes: %s; subscribing again in %s s", exc, RETRY_S)
-                await asyncio.sleep(RETRY_S)
+                log.warning("lobby changes: %s; subscribing again in %.1f s", exc, backoff.next_s())
+                await backoff.wait()
 
     async def watch(self, queues: frozenset[str]) -> AsyncGenerator[list[LiveRoom], None]:
         """The live rooms of ``queues`` now, then again whenever they change."""
@@ -174,7 +176,7 @@ class LobbyChanges:
         finally:
             del self._waiting[changed]
 
-    async def _listen(self, pubsub: Any) -> None:
+    async def _listen(self, pubsub: Any, on_message: Callable[[], None]) -> None:
         """Wake sockets for each announced change, pinging so that a dead link is noticed."""
         heard = pinged = time.monotonic()
         while True:
@@ -183,6 +185,7 @@ class LobbyChanges:
             now = time.monotonic()
             if message is not None:
                 heard = now
+                on_message()
                 if message["type"] == "subscribe":
                     # (Re)subscribed, by us or by redis-py itself: changes may have gone by.
                     self._wake(None)

@@ -30,6 +30,7 @@ TREE = [line for line in (errors.__doc__ or "").splitlines() if line.startswith(
 NEVER_ANSWERED = {
     "EarpieceError",
     "StoreError",
+    "InconsistentEntry",
     "WrongExpectedVersion",
     "ServiceError",
     "RequestError",

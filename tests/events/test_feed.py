@@ -1,15 +1,18 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 
 import pytest
 import redis.asyncio as redis
 
 from events.envelope import Envelope
-from events.feed import FeedConsumer, trim_feed
+from events.errors import InconsistentEntry, StoreUnavailable
+from events.feed import FeedConsumer, run_group, trim_feed
 from events.room import MonitorStarted
 from events.store import EventStore
+from services.redis_server import RedisServer
 
 
 async def append_monitors(store: EventStore, room: str, count: int) -> None:
@@ -137,6 +140,94 @@ async def test_entry_whose_handler_keeps_failing_is_quarantined_after_max_delive
     [(_id, quarantined)] = await redis_client.xrange(store.keys.quarantine(0))
     assert b"handler failed 3 times" in quarantined[b"reason"]
     assert (await redis_client.xpending(member.feed, "audit"))["pending"] == 0
+
+
+async def test_an_entry_its_handler_finds_inconsistent_is_quarantined_at_once(
+    store: EventStore, redis_client: redis.Redis
+) -> None:
+    await append_monitors(store, "room-1", 2)
+    seen: list[int] = []
+
+    async def handler(envelope: Envelope) -> None:
+        if envelope.version == 1:
+            raise InconsistentEntry("room 'room-1' has no version 1")
+        seen.append(envelope.version)
+
+    member = consumer(redis_client, "c1", max_deliveries=5)
+    await member.ensure_group()
+    await member.consume_once(handler)
+
+    assert seen == [2]
+    [(_id, quarantined)] = await redis_client.xrange(store.keys.quarantine(0))
+    assert quarantined[b"reason"] == b"room 'room-1' has no version 1"
+    assert (await redis_client.xpending(member.feed, "audit"))["pending"] == 0
+
+
+async def test_an_entry_whose_handler_finds_redis_away_stays_pending_however_often(
+    store: EventStore, redis_client: redis.Redis
+) -> None:
+    # An outage is not the entry's fault: it must never count towards quarantine.
+    await append_monitors(store, "room-1", 1)
+
+    async def redis_away(envelope: Envelope) -> None:
+        raise StoreUnavailable("XRANGE 'room-1' failed: Connection refused")
+
+    member = consumer(redis_client, "c1", claim_idle_ms=0, max_deliveries=2)
+    await member.ensure_group()
+    for _ in range(4):
+        with pytest.raises(StoreUnavailable):
+            await member.consume_once(redis_away)
+
+    assert await redis_client.xlen(store.keys.quarantine(0)) == 0
+    assert (await redis_client.xpending(member.feed, "audit"))["pending"] == 1
+
+
+async def test_a_group_goes_on_by_itself_after_redis_is_killed_and_restarted(
+    redis_server: RedisServer, tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    # Its own server, killed with SIGKILL and started again on the same port and data.
+    server = RedisServer(tmp_path_factory.mktemp("outage"), binary=redis_server.binary)
+    server.start()
+    client = redis.Redis.from_url(server.url, socket_connect_timeout=1)
+    store = EventStore(client)
+    seen: list[tuple[str, int]] = []
+
+    async def handler(envelope: Envelope) -> None:
+        seen.append((envelope.room_id, envelope.version))
+
+    async def seen_reaches(count: int) -> None:
+        async with asyncio.timeout(20):
+            while len(seen) < count:
+                await asyncio.sleep(0.02)
+
+    group = asyncio.create_task(
+        run_group(
+            client,
+            group="audit",
+            consumer="c1",
+            handler=handler,
+            keys=store.keys,
+            codec=store.codec,
+            block_ms=50,
+        )
+    )
+    try:
+        await append_monitors(store, "room-1", 1)
+        await seen_reaches(1)
+        server.kill()
+        await asyncio.sleep(2)  # the group meets the outage, and backs off
+        assert not group.done()
+        server.start()
+        await append_monitors(store, "room-2", 1)
+        await seen_reaches(2)
+
+        assert seen == [("room-1", 1), ("room-2", 1)]
+    finally:
+        group.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await group
+        await client.aclose()
+        server.stop()
 
 
 async def test_trim_feed_drops_only_what_every_group_handled_and_is_old_enough(

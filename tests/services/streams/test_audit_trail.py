@@ -6,12 +6,13 @@ import msgspec
 import pytest
 import redis.asyncio as redis
 
+from events.errors import InconsistentEntry, StoreUnavailable
 from events.feed import FeedConsumer
 from events.room import CueAcknowledged, CueSent, MonitorStarted, ParticipantJoined, Role
 from events.store import EventStore
 from projections.audit import chain, verify
 from services.cli import audit_replay, audit_verify
-from services.redis_server import RedisServer
+from services.redis_server import RedisServer, free_loopback_port
 from services.settings import Settings
 from services.streams.audit_trail import AUDIT_GROUP, AuditTrail
 
@@ -71,6 +72,30 @@ async def test_racing_audit_workers_write_one_chain(store: EventStore) -> None:
     await asyncio.gather(*(w.handle(e) for w in workers for e in reversed(envelopes)))
 
     assert await workers[0].records("room-a") == chain(envelopes)
+
+
+async def test_a_feed_entry_naming_a_version_the_stream_lacks_is_inconsistent(
+    store: EventStore, redis_client: redis.Redis
+) -> None:
+    # Well formed, but the room's stream has no such version: handling it must not spin.
+    await two_rooms(store)
+    ghost = msgspec.structs.replace((await store.read("room-b"))[0], version=7)
+    trail = AuditTrail(store)
+
+    with pytest.raises(InconsistentEntry, match="room 'room-b' has no version 2"):
+        await asyncio.wait_for(trail.handle(ghost), 5)
+    assert [r.version for r in await trail.records("room-b")] == [1]
+
+
+async def test_reading_the_audit_while_redis_is_away_is_store_unavailable(
+    redis_server: RedisServer,
+) -> None:
+    client = redis.Redis(port=free_loopback_port(), socket_connect_timeout=1)
+    trail = AuditTrail(EventStore(client))
+
+    with pytest.raises(StoreUnavailable, match="reading the audit of room 'room-a'"):
+        await trail.records("room-a")
+    await client.aclose()
 
 
 async def rewrite_stream(

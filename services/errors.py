@@ -25,7 +25,6 @@
         ├── CommandRejected              the decider's reason    409 rejected
         ├── Contention                   too many racing writers 409 conflict
         ├── SessionReplaced              in setup, by a newer one 409 conflict
-        ├── WorkerStopped                beside the app          503 unavailable             1011
         ├── RouterError                  the media plane's; logged and recorded, never answered
         │   ├── ForbiddenRoute           whisper separation: a supervisor to a customer
         │   ├── NoFreeSlot
@@ -138,10 +137,6 @@ class SessionReplaced(ServiceError):
     """A WebRTC session ended while it was being set up (aiortc's InvalidStateError)."""
 
 
-class WorkerStopped(ServiceError):
-    """A worker beside the app (a projection, a watcher) stopped: the process is not healthy."""
-
-
 class RouterError(ServiceError):
     pass
 
@@ -204,7 +199,6 @@ _ANSWERS: dict[type[BaseException], Answer] = {
     CommandRejected: Answer(409, "rejected"),
     Contention: Answer(409, "conflict"),
     SessionReplaced: Answer(409, "conflict"),
-    WorkerStopped: UNAVAILABLE,
 }
 
 

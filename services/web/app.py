@@ -6,13 +6,12 @@ errors are answered as ``services/web/http.py`` describes.
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
+import functools
 import logging
 import os
 import socket
-from collections.abc import AsyncIterator, Coroutine
-from typing import Any
+from collections.abc import AsyncIterator
 
 import msgspec
 import redis.asyncio as redis
@@ -37,7 +36,6 @@ from services.errors import (
     InvalidCommand,
     InvalidJson,
     NotFound,
-    WorkerStopped,
 )
 from services.media.plane import MediaPlane
 from services.media.route_log import RouteLog
@@ -48,6 +46,7 @@ from services.streams.feed_trimming import trim_feeds
 from services.streams.lobby import Lobby, LobbyChanges, run_lobby
 from services.streams.room_followers import RoomFollowers
 from services.streams.room_states import RoomStates
+from services.streams.workers import Workers
 from services.web import pages
 from services.web.http import (
     authenticate,
@@ -76,26 +75,23 @@ class Api:
         self.audit = AuditTrail(self.store)
         self.lobby = Lobby(self.store, self.states)
         self.verifier = verifier_from_settings(settings, queue_of=self.queue_of)
-        self.workers: list[asyncio.Task[None]] = []
-        """The projections and watchers running beside the app: none may stop while it runs."""
-
-    def start_worker(self, name: str, work: Coroutine[Any, Any, None]) -> None:
-        worker = asyncio.create_task(work, name=name)
-        worker.add_done_callback(_log_if_failed)
-        self.workers.append(worker)
+        self.workers = Workers()
+        """The projections and watchers running beside the app, restarted if they fail."""
 
     async def queue_of(self, room_id: str) -> str:
         return (await self.states.current(room_id)).queue
 
     async def healthz(self, request: Request) -> Response:
-        for worker in self.workers:
-            if worker.done() and not worker.cancelled():
-                raise WorkerStopped(f"{worker.get_name()} stopped: {worker.exception()!r}")
+        """200 while Redis answers; restarted workers are named, with how often. A worker that
+        fails is started again, so a liveness probe need never restart the process for it."""
         try:
             await self.client.ping()
         except RedisError as exc:
             raise StoreUnavailable(f"redis: {exc}") from exc
-        return json_response({"status": "ok"})
+        restarts = self.workers.restarts
+        return json_response(
+            {"status": "ok", "restarts": restarts} if restarts else {"status": "ok"}
+        )
 
     async def post_command(self, request: Request) -> Response:
         room_id = room_id_of(request)
@@ -160,22 +156,25 @@ def create_app(settings: Settings, client: redis.Redis) -> Starlette:
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         consumer = f"{socket.gethostname()}-{os.getpid()}"
-        api.start_worker(
-            "audit projection", run_audit_projection(client, api.store, consumer=consumer)
+        workers = api.workers
+        workers.start(
+            "audit projection",
+            functools.partial(run_audit_projection, client, api.store, consumer=consumer),
         )
-        api.start_worker("lobby projection", run_lobby(client, api.lobby, consumer=consumer))
-        api.start_worker("lobby changes", lobby_changes.run())
-        api.start_worker(
-            "feed trimming", trim_feeds(client, api.store.keys, settings.feed_retention_s)
+        workers.start(
+            "lobby projection", functools.partial(run_lobby, client, api.lobby, consumer=consumer)
+        )
+        workers.start("lobby changes", lobby_changes.run)
+        workers.start(
+            "feed trimming",
+            functools.partial(trim_feeds, client, api.store.keys, settings.feed_retention_s),
         )
         try:
             yield
         finally:
             await media.close()
             await followers.close()
-            for worker in api.workers:
-                worker.cancel()
-            await asyncio.gather(*api.workers, return_exceptions=True)
+            await workers.close()
 
     app = Starlette(
         routes=[
@@ -194,8 +193,3 @@ def create_app(settings: Settings, client: redis.Redis) -> Starlette:
     app.state.api = api
     app.state.media = media
     return app
-
-
-def _log_if_failed(worker: asyncio.Task[None]) -> None:
-    if not worker.cancelled() and (failure := worker.exception()) is not None:
-        log.error("%s stopped; /healthz now answers 503", worker.get_name(), exc_info=failure)

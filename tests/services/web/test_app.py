@@ -12,6 +12,7 @@ import redis.asyncio as redis
 
 from events.room import Role
 from services.redis_server import RedisServer
+from services.streams.workers import WORKER_RESTARTS, Workers
 from tests.support import running_service, token
 
 
@@ -31,24 +32,33 @@ async def test_healthz_answers_ok(http: httpx.AsyncClient) -> None:
     assert (response.status_code, response.json()) == (200, {"status": "ok"})
 
 
-async def test_healthz_answers_503_once_a_worker_beside_the_app_has_stopped(
+async def test_a_worker_beside_the_app_that_fails_is_started_again_and_counted(
     redis_server: RedisServer, redis_client: redis.Redis
 ) -> None:
-    async def broken() -> None:
-        raise ValueError("a bug")
+    runs = 0
 
+    async def fails_twice() -> None:
+        nonlocal runs
+        runs += 1
+        if runs <= 2:
+            raise ValueError("a bug")
+        await asyncio.Event().wait()  # then runs until stopped
+
+    counted = WORKER_RESTARTS.labels("lobby changes (test double)")
+    before = counted._value.get()
     async with running_service(redis_server.url, redis_client) as running:
         api = running.app.state.api
-        api.start_worker("lobby watchers (test double)", broken())
-        await asyncio.sleep(0)  # it runs, and fails
-        await asyncio.sleep(0)
+        api.workers = Workers(first_wait_s=0.01)
+        api.workers.start("lobby changes (test double)", fails_twice)
+        async with asyncio.timeout(5):
+            while runs < 3:
+                await asyncio.sleep(0.01)
         response = await running.http.get("/healthz")
+        await api.workers.close()
 
-    assert response.status_code == 503
-    assert response.json() == {
-        "error": "unavailable",
-        "detail": "lobby watchers (test double) stopped: ValueError('a bug')",
-    }
+    assert response.status_code == 200
+    assert response.json() == {"status": "ok", "restarts": {"lobby changes (test double)": 2}}
+    assert counted._value.get() == before + 2
 
 
 async def test_accepted_command_answers_201_with_the_stored_versions(

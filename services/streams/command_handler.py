@@ -90,7 +90,10 @@ class CommandHandler:
                     causation_id=causation_id,
                     correlation_id=correlation_id,
                 )
-            except WrongExpectedVersion:
+            except WrongExpectedVersion as conflict:
+                if conflict.actual < state.version:  # the store lost what we knew: reload
+                    await self.states.reload(room_id, conflict.actual)
+                    continue
                 # Another node appended first: decide again on the newer state, after a
                 # random pause that grows, so that racing nodes stop colliding.
                 await asyncio.sleep(random.uniform(0, 0.001 * 2**attempt))

@@ -47,17 +47,35 @@ class RoomStates:
 
     async def current(self, room_id: str) -> RoomState:
         """The room as of its newest stored event (one round trip when the room is warm)."""
-        state = self._cache.get(room_id)
-        if state is None:
-            state = await self.from_snapshot(room_id)
-        state = await self._fold_tail(state)
+        state = self._cache.get(room_id) or await self.from_snapshot(room_id)
+        state = await self._fold_checked_tail(state)
         self._remember(state)
         await self._snapshot_if_due(state)
         return state
 
-    async def from_snapshot(self, room_id: str) -> RoomState:
-        """The newest snapshot's state, or the initial state when there is none usable."""
+    async def reload(self, room_id: str, stored_version: int) -> RoomState:
+        """The room as the store has it, now at ``stored_version``, forgetting a cached state or
+        snapshot ahead of it: an acknowledged write was lost (say, ``everysec`` on a full disk),
+        and deciding on a state the store never reaches again would conflict forever."""
+        cached = self._cache.pop(room_id, None)
+        if cached is not None and cached.version > stored_version:
+            log.warning(
+                "room %r: the cached state (version %d) is ahead of the store (version %d); "
+                "reloading it from the store",
+                *(room_id, cached.version, stored_version),
+            )
+        state = await self.from_snapshot(room_id, at_most=stored_version)
+        state = await self._fold_tail(state)
+        self._remember(state)
+        return state
+
+    async def from_snapshot(self, room_id: str, *, at_most: int | None = None) -> RoomState:
+        """The newest snapshot's state (not past version ``at_most``), or the initial state
+        when there is none usable."""
         snapshot = await self.store.load_snapshot(room_id)
+        if snapshot is not None and at_most is not None and snapshot.version > at_most:
+            log.warning("ignoring the snapshot of room %r: it is ahead of the store", room_id)
+            snapshot = None
         if snapshot is None or snapshot.schema != STATE_SCHEMA:
             self._snapshot_versions[room_id] = 0
             return initial_state(room_id)
@@ -73,6 +91,17 @@ class RoomStates:
     async def replay(self, room_id: str) -> RoomState:
         """The room folded from its first event, ignoring snapshots and the cache."""
         return await self._fold_tail(initial_state(room_id))
+
+    async def _fold_checked_tail(self, state: RoomState, page: int = 1000) -> RoomState:
+        """``state`` (cached, or a snapshot's) with its tail, read from its own version on in
+        the same round trip: a stream that no longer holds that version lost a write that the
+        cache or the snapshot remembers, and the room is reloaded as the store has it."""
+        if state.version == 0:
+            return await self._fold_tail(state, page)
+        batch = await self.store.read(state.room_id, after_version=state.version - 1, count=page)
+        if not batch or batch[0].version != state.version:
+            return await self.reload(state.room_id, await self.store.version(state.room_id))
+        return await self._fold_tail(fold(state, batch[1:]), page)
 
     async def _fold_tail(self, state: RoomState, page: int = 1000) -> RoomState:
         while batch := await self.store.read(

@@ -2,6 +2,8 @@ from __future__ import annotations
 
 import asyncio
 
+import redis.asyncio as redis
+
 from events.room import MonitorStarted, ParticipantJoined, Role, WhisperStarted
 from events.store import EventStore
 from projections.commands import Actor, Join, SendCue, StartMonitor, StartWhisper
@@ -100,3 +102,48 @@ async def test_only_one_of_racing_agents_joins(store: EventStore) -> None:
     assert sum(isinstance(o, Accepted) for o in outcomes) == 1
     assert all(isinstance(o, Rejection) for o in outcomes if not isinstance(o, Accepted))
     assert await store.version("room-1") == 1
+
+
+async def lose_the_last_write(redis_client: redis.Redis, store: EventStore, room: str) -> None:
+    """Leave the room's stream as a lost acknowledged write leaves it: one version short, as if
+    Redis had come back from an AOF that missed the last append (the cache and the snapshot
+    still remember it)."""
+    key = store.keys.room(room)
+    entries = await redis_client.xrange(key)
+    await redis_client.delete(key)
+    for entry_id, fields in entries[:-1]:
+        await redis_client.xadd(key, fields, id=entry_id)
+
+
+async def test_a_command_after_a_lost_write_reloads_the_room_instead_of_conflicting(
+    store: EventStore, redis_client: redis.Redis
+) -> None:
+    states = RoomStates(store, snapshot_every=2)
+    handler = CommandHandler(store, states)
+    await handler.handle("room-1", Join(), COACH)
+    await handler.handle("room-1", StartMonitor(), COACH)
+    assert (await states.current("room-1")).version == 2  # as a page reads it: cached, snapshotted
+    await lose_the_last_write(redis_client, store, "room-1")
+
+    outcome = await handler.handle("room-1", StartMonitor(), COACH)
+
+    assert outcome == Accepted(first_version=2, last_version=2)
+    assert [e.version for e in await store.read("room-1")] == [1, 2]
+    assert (await states.current("room-1")).version == 2
+
+
+async def test_a_restarted_node_after_a_lost_write_does_not_trust_a_snapshot_ahead_of_the_store(
+    store: EventStore, redis_client: redis.Redis
+) -> None:
+    states = RoomStates(store, snapshot_every=2)
+    handler = CommandHandler(store, states)
+    await handler.handle("room-1", Join(), COACH)
+    await handler.handle("room-1", StartMonitor(), COACH)
+    await states.current("room-1")  # the snapshot at version 2
+    await lose_the_last_write(redis_client, store, "room-1")
+    restarted = CommandHandler(store, RoomStates(store, snapshot_every=2))
+
+    outcome = await restarted.handle("room-1", StartMonitor(), COACH)
+
+    assert outcome == Accepted(first_version=2, last_version=2)
+    assert (await store.load_snapshot("room-1")) is not None

@@ -12,47 +12,11 @@ from functools import reduce
 import msgspec
 import pytest
 
+from events import room
 from events.envelope import Envelope
-from events.room import (
-    CoachMode,
-    CoachModeSet,
-    CoachMuted,
-    CoachUnmuted,
-    CueAcknowledged,
-    CueSent,
-    MonitorStarted,
-    MonitorStopped,
-    ParticipantJoined,
-    ParticipantLeft,
-    RecordingPolicySet,
-    Role,
-    RoomClosed,
-    RoomEvent,
-    TalkPressed,
-    TalkReleased,
-    WhisperRecording,
-    WhisperStarted,
-    WhisperStopped,
-)
-from projections.commands import (
-    AcknowledgeCue,
-    Actor,
-    CloseRoom,
-    Join,
-    Leave,
-    MuteCoach,
-    PressTalk,
-    ReleaseTalk,
-    RoomCommand,
-    SendCue,
-    SetCoachMode,
-    SetRecordingPolicy,
-    StartMonitor,
-    StartWhisper,
-    StopMonitor,
-    StopWhisper,
-    UnmuteCoach,
-)
+from events.room import CoachMode, Role, RoomEvent, WhisperRecording
+from projections import commands
+from projections.commands import Actor, RoomCommand
 from projections.decider import (
     ROLES_ALLOWED,
     Coach,
@@ -74,19 +38,22 @@ SECOND_COACH = Actor("sup-3", Role.SUPERVISOR, "Sue", can_whisper=True)
 CUST, AG, SUP, SUP2, SUP3 = (a.subject for a in (CUSTOMER, AGENT, COACH, OBSERVER, SECOND_COACH))
 
 
-def joined(actor: Actor) -> ParticipantJoined:
-    return ParticipantJoined(
+def joined(actor: Actor) -> room.ParticipantJoined:
+    return room.ParticipantJoined(
         subject=actor.subject, role=actor.role, name=actor.name, can_whisper=actor.can_whisper
     )
 
 
 CALL: tuple[RoomEvent, ...] = (joined(CUSTOMER), joined(AGENT))
 COACHED: tuple[RoomEvent, ...] = (*CALL, joined(COACH))
-MONITORING: tuple[RoomEvent, ...] = (*COACHED, MonitorStarted(coach=SUP))
-WHISPERING: tuple[RoomEvent, ...] = (*MONITORING, WhisperStarted(coach=SUP))
-TALKING: tuple[RoomEvent, ...] = (*WHISPERING, TalkPressed(coach=SUP))
-OPEN_MIC: tuple[RoomEvent, ...] = (*WHISPERING, CoachModeSet(coach=SUP, mode=CoachMode.OPEN_MIC))
-CUED: tuple[RoomEvent, ...] = (*COACHED, CueSent(cue_id="c1", coach=SUP, text="slow down"))
+MONITORING: tuple[RoomEvent, ...] = (*COACHED, room.MonitorStarted(coach=SUP))
+WHISPERING: tuple[RoomEvent, ...] = (*MONITORING, room.WhisperStarted(coach=SUP))
+TALKING: tuple[RoomEvent, ...] = (*WHISPERING, room.TalkPressed(coach=SUP))
+OPEN_MIC: tuple[RoomEvent, ...] = (
+    *WHISPERING,
+    room.CoachModeSet(coach=SUP, mode=CoachMode.OPEN_MIC),
+)
+CUED: tuple[RoomEvent, ...] = (*COACHED, room.CueSent(cue_id="c1", coach=SUP, text="slow down"))
 
 
 class Decision:
@@ -122,7 +89,9 @@ def routes_after(*events: RoomEvent) -> set[AudioRoute]:
 
 def test_room_command_decodes_by_its_command_tag() -> None:
     raw = b'{"command": "set_coach_mode", "mode": "open_mic"}'
-    assert msgspec.json.decode(raw, type=RoomCommand) == SetCoachMode(mode=CoachMode.OPEN_MIC)
+    assert msgspec.json.decode(raw, type=RoomCommand) == commands.SetCoachMode(
+        mode=CoachMode.OPEN_MIC
+    )
 
 
 def test_room_command_with_a_wrong_field_type_names_the_field() -> None:
@@ -160,30 +129,39 @@ def test_roles_allowed_names_every_command() -> None:
 
 @pytest.mark.parametrize(
     ("actor", "command"),
-    [(AGENT, CloseRoom()), (COACH, StopMonitor()), (CUSTOMER, Leave()), (SECOND_COACH, Join())],
+    [
+        (AGENT, commands.CloseRoom()),
+        (COACH, commands.StopMonitor()),
+        (CUSTOMER, commands.Leave()),
+        (SECOND_COACH, commands.Join()),
+    ],
 )
 def test_any_command_in_a_closed_room_is_rejected(actor: Actor, command: RoomCommand) -> None:
-    given(*MONITORING, RoomClosed()).when(actor, command).rejected("room room-1 is closed")
+    given(*MONITORING, room.RoomClosed()).when(actor, command).rejected("room room-1 is closed")
 
 
 def test_command_from_someone_not_in_the_room_is_rejected() -> None:
-    given(*CALL).when(COACH, StartMonitor()).rejected("sup-1 cannot start_monitor: not in room")
+    given(*CALL).when(COACH, commands.StartMonitor()).rejected(
+        "sup-1 cannot start_monitor: not in room"
+    )
 
 
 def test_command_with_a_token_role_other_than_the_joined_one_is_rejected() -> None:
     promoted = Actor(AG, Role.SUPERVISOR, "Alice", can_whisper=True)
-    given(*CALL).when(promoted, StartMonitor()).rejected("joined as agent, but the token says")
+    given(*CALL).when(promoted, commands.StartMonitor()).rejected(
+        "joined as agent, but the token says"
+    )
 
 
 @pytest.mark.parametrize(
     "command",
     [
-        StartMonitor(),
-        StopWhisper(),
-        MuteCoach(coach=SUP),
-        SendCue(cue_id="c", text="hi"),
-        AcknowledgeCue(cue_id="c1"),
-        CloseRoom(),
+        commands.StartMonitor(),
+        commands.StopWhisper(),
+        commands.MuteCoach(coach=SUP),
+        commands.SendCue(cue_id="c", text="hi"),
+        commands.AcknowledgeCue(cue_id="c1"),
+        commands.CloseRoom(),
     ],
 )
 def test_customer_commands_other_than_join_and_leave_are_rejected(command: RoomCommand) -> None:
@@ -194,27 +172,27 @@ def test_customer_commands_other_than_join_and_leave_are_rejected(command: RoomC
 
 
 def test_join_emits_participant_joined_from_the_token() -> None:
-    given(*CALL).when(COACH, Join()).then(
-        ParticipantJoined(subject=SUP, role=Role.SUPERVISOR, name="Sam", can_whisper=True)
+    given(*CALL).when(COACH, commands.Join()).then(
+        room.ParticipantJoined(subject=SUP, role=Role.SUPERVISOR, name="Sam", can_whisper=True)
     )
 
 
 def test_join_carries_the_queue_of_the_call_and_the_first_one_names_the_room() -> None:
     agent = Actor("agent-1", Role.AGENT, "Alice", can_whisper=False, queue="sales")
-    given().when(agent, Join()).then(
-        ParticipantJoined(subject=AG, role=Role.AGENT, name="Alice", queue="sales")
+    given().when(agent, commands.Join()).then(
+        room.ParticipantJoined(subject=AG, role=Role.AGENT, name="Alice", queue="sales")
     )
 
     joins = [
-        ParticipantJoined(subject=AG, role=Role.AGENT, name="Alice", queue="sales"),
-        ParticipantJoined(subject=CUST, role=Role.CUSTOMER, name="Carol", queue="support"),
+        room.ParticipantJoined(subject=AG, role=Role.AGENT, name="Alice", queue="sales"),
+        room.ParticipantJoined(subject=CUST, role=Role.CUSTOMER, name="Carol", queue="support"),
     ]
 
     assert given(*joins).state.queue == "sales"
 
 
 def test_join_when_already_joined_changes_nothing() -> None:
-    given(*COACHED).when(COACH, Join()).then()
+    given(*COACHED).when(COACH, commands.Join()).then()
 
 
 @pytest.mark.parametrize(
@@ -225,29 +203,31 @@ def test_join_when_already_joined_changes_nothing() -> None:
     ],
 )
 def test_join_as_a_second_agent_or_customer_is_rejected(newcomer: Actor, holder: str) -> None:
-    given(*CALL).when(newcomer, Join()).rejected(f"{holder} is already the {newcomer.role}")
+    given(*CALL).when(newcomer, commands.Join()).rejected(
+        f"{holder} is already the {newcomer.role}"
+    )
 
 
 def test_join_as_another_supervisor_is_accepted() -> None:
-    given(*COACHED).when(SECOND_COACH, Join()).then(joined(SECOND_COACH))
+    given(*COACHED).when(SECOND_COACH, commands.Join()).then(joined(SECOND_COACH))
 
 
 def test_leave_emits_participant_left() -> None:
-    given(*CALL).when(CUSTOMER, Leave()).then(ParticipantLeft(subject=CUST))
+    given(*CALL).when(CUSTOMER, commands.Leave()).then(room.ParticipantLeft(subject=CUST))
 
 
 def test_leave_while_monitoring_stops_the_monitor_first() -> None:
-    given(*MONITORING).when(COACH, Leave()).then(
-        MonitorStopped(coach=SUP), ParticipantLeft(subject=SUP)
+    given(*MONITORING).when(COACH, commands.Leave()).then(
+        room.MonitorStopped(coach=SUP), room.ParticipantLeft(subject=SUP)
     )
 
 
 def test_leave_while_talking_ends_talk_whisper_and_monitor_first() -> None:
-    given(*TALKING).when(COACH, Leave()).then(
-        TalkReleased(coach=SUP),
-        WhisperStopped(coach=SUP),
-        MonitorStopped(coach=SUP),
-        ParticipantLeft(subject=SUP),
+    given(*TALKING).when(COACH, commands.Leave()).then(
+        room.TalkReleased(coach=SUP),
+        room.WhisperStopped(coach=SUP),
+        room.MonitorStopped(coach=SUP),
+        room.ParticipantLeft(subject=SUP),
     )
 
 
@@ -255,224 +235,236 @@ def test_leave_while_talking_ends_talk_whisper_and_monitor_first() -> None:
 
 
 def test_start_monitor_emits_monitor_started() -> None:
-    given(*COACHED).when(COACH, StartMonitor()).then(MonitorStarted(coach=SUP))
+    given(*COACHED).when(COACH, commands.StartMonitor()).then(room.MonitorStarted(coach=SUP))
 
 
 def test_start_monitor_without_whisper_claim_is_accepted() -> None:
-    given(*CALL, joined(OBSERVER)).when(OBSERVER, StartMonitor()).then(MonitorStarted(coach=SUP2))
+    given(*CALL, joined(OBSERVER)).when(OBSERVER, commands.StartMonitor()).then(
+        room.MonitorStarted(coach=SUP2)
+    )
 
 
 def test_start_monitor_when_monitoring_changes_nothing() -> None:
-    given(*MONITORING).when(COACH, StartMonitor()).then()
+    given(*MONITORING).when(COACH, commands.StartMonitor()).then()
 
 
 def test_start_monitor_by_the_agent_is_rejected() -> None:
-    given(*CALL).when(AGENT, StartMonitor()).rejected(
+    given(*CALL).when(AGENT, commands.StartMonitor()).rejected(
         "agent-1 cannot start_monitor as agent: only supervisor"
     )
 
 
 def test_stop_monitor_emits_monitor_stopped() -> None:
-    given(*MONITORING).when(COACH, StopMonitor()).then(MonitorStopped(coach=SUP))
+    given(*MONITORING).when(COACH, commands.StopMonitor()).then(room.MonitorStopped(coach=SUP))
 
 
 def test_stop_monitor_while_whispering_stops_the_whisper_first() -> None:
-    given(*WHISPERING).when(COACH, StopMonitor()).then(
-        WhisperStopped(coach=SUP), MonitorStopped(coach=SUP)
+    given(*WHISPERING).when(COACH, commands.StopMonitor()).then(
+        room.WhisperStopped(coach=SUP), room.MonitorStopped(coach=SUP)
     )
 
 
 def test_stop_monitor_when_not_monitoring_changes_nothing() -> None:
-    given(*COACHED).when(COACH, StopMonitor()).then()
+    given(*COACHED).when(COACH, commands.StopMonitor()).then()
 
 
 def test_start_whisper_while_monitoring_emits_whisper_started() -> None:
-    given(*MONITORING).when(COACH, StartWhisper()).then(WhisperStarted(coach=SUP))
+    given(*MONITORING).when(COACH, commands.StartWhisper()).then(room.WhisperStarted(coach=SUP))
 
 
 def test_start_whisper_from_nothing_starts_the_monitor_too() -> None:
-    given(*COACHED).when(COACH, StartWhisper()).then(
-        MonitorStarted(coach=SUP), WhisperStarted(coach=SUP)
+    given(*COACHED).when(COACH, commands.StartWhisper()).then(
+        room.MonitorStarted(coach=SUP), room.WhisperStarted(coach=SUP)
     )
 
 
 def test_start_whisper_without_whisper_claim_is_rejected() -> None:
-    given(*CALL, joined(OBSERVER), MonitorStarted(coach=SUP2)).when(
-        OBSERVER, StartWhisper()
+    given(*CALL, joined(OBSERVER), room.MonitorStarted(coach=SUP2)).when(
+        OBSERVER, commands.StartWhisper()
     ).rejected("sup-2 cannot start_whisper: the token has no whisper claim")
 
 
 def test_start_whisper_by_the_agent_is_rejected() -> None:
-    given(*CALL).when(AGENT, StartWhisper()).rejected("as agent: only supervisor")
+    given(*CALL).when(AGENT, commands.StartWhisper()).rejected("as agent: only supervisor")
 
 
 def test_start_whisper_when_whispering_changes_nothing() -> None:
-    given(*WHISPERING).when(COACH, StartWhisper()).then()
+    given(*WHISPERING).when(COACH, commands.StartWhisper()).then()
 
 
 def test_stop_whisper_emits_whisper_stopped_and_keeps_monitoring() -> None:
-    given(*WHISPERING).when(COACH, StopWhisper()).then(WhisperStopped(coach=SUP))
+    given(*WHISPERING).when(COACH, commands.StopWhisper()).then(room.WhisperStopped(coach=SUP))
 
 
 def test_stop_whisper_while_talking_releases_talk_first() -> None:
-    given(*TALKING).when(COACH, StopWhisper()).then(
-        TalkReleased(coach=SUP), WhisperStopped(coach=SUP)
+    given(*TALKING).when(COACH, commands.StopWhisper()).then(
+        room.TalkReleased(coach=SUP), room.WhisperStopped(coach=SUP)
     )
 
 
 def test_stop_whisper_when_not_whispering_changes_nothing() -> None:
-    given(*MONITORING).when(COACH, StopWhisper()).then()
+    given(*MONITORING).when(COACH, commands.StopWhisper()).then()
 
 
 # --- coach mode and the talk button ----------------------------------------------------------
 
 
 def test_set_coach_mode_emits_coach_mode_set() -> None:
-    given(*WHISPERING).when(COACH, SetCoachMode(mode=CoachMode.OPEN_MIC)).then(
-        CoachModeSet(coach=SUP, mode=CoachMode.OPEN_MIC)
+    given(*WHISPERING).when(COACH, commands.SetCoachMode(mode=CoachMode.OPEN_MIC)).then(
+        room.CoachModeSet(coach=SUP, mode=CoachMode.OPEN_MIC)
     )
 
 
 def test_set_coach_mode_to_open_mic_while_talking_releases_talk_first() -> None:
-    given(*TALKING).when(COACH, SetCoachMode(mode=CoachMode.OPEN_MIC)).then(
-        TalkReleased(coach=SUP), CoachModeSet(coach=SUP, mode=CoachMode.OPEN_MIC)
+    given(*TALKING).when(COACH, commands.SetCoachMode(mode=CoachMode.OPEN_MIC)).then(
+        room.TalkReleased(coach=SUP), room.CoachModeSet(coach=SUP, mode=CoachMode.OPEN_MIC)
     )
 
 
 def test_set_coach_mode_to_the_current_mode_changes_nothing() -> None:
-    given(*OPEN_MIC).when(COACH, SetCoachMode(mode=CoachMode.OPEN_MIC)).then()
+    given(*OPEN_MIC).when(COACH, commands.SetCoachMode(mode=CoachMode.OPEN_MIC)).then()
 
 
 def test_set_coach_mode_without_whisper_claim_is_rejected() -> None:
-    given(*CALL, joined(OBSERVER)).when(OBSERVER, SetCoachMode(mode=CoachMode.OPEN_MIC)).rejected(
-        "sup-2 cannot set_coach_mode: the token has no whisper claim"
-    )
+    given(*CALL, joined(OBSERVER)).when(
+        OBSERVER, commands.SetCoachMode(mode=CoachMode.OPEN_MIC)
+    ).rejected("sup-2 cannot set_coach_mode: the token has no whisper claim")
 
 
 def test_press_talk_while_whispering_emits_talk_pressed() -> None:
-    given(*WHISPERING).when(COACH, PressTalk()).then(TalkPressed(coach=SUP))
+    given(*WHISPERING).when(COACH, commands.PressTalk()).then(room.TalkPressed(coach=SUP))
 
 
 def test_press_talk_while_not_whispering_is_rejected() -> None:
-    given(*MONITORING).when(COACH, PressTalk()).rejected("sup-1 cannot talk while not whispering")
+    given(*MONITORING).when(COACH, commands.PressTalk()).rejected(
+        "sup-1 cannot talk while not whispering"
+    )
 
 
 def test_press_talk_in_open_mic_mode_is_rejected() -> None:
-    given(*OPEN_MIC).when(COACH, PressTalk()).rejected("open_mic")
+    given(*OPEN_MIC).when(COACH, commands.PressTalk()).rejected("open_mic")
 
 
 def test_press_talk_when_pressed_changes_nothing() -> None:
-    given(*TALKING).when(COACH, PressTalk()).then()
+    given(*TALKING).when(COACH, commands.PressTalk()).then()
 
 
 def test_release_talk_emits_talk_released() -> None:
-    given(*TALKING).when(COACH, ReleaseTalk()).then(TalkReleased(coach=SUP))
+    given(*TALKING).when(COACH, commands.ReleaseTalk()).then(room.TalkReleased(coach=SUP))
 
 
 def test_release_talk_when_not_pressed_changes_nothing() -> None:
-    given(*WHISPERING).when(COACH, ReleaseTalk()).then()
+    given(*WHISPERING).when(COACH, commands.ReleaseTalk()).then()
 
 
 # --- mute ------------------------------------------------------------------------------------
 
 
 def test_mute_coach_by_the_coach_themself_emits_coach_muted() -> None:
-    given(*WHISPERING).when(COACH, MuteCoach()).then(CoachMuted(coach=SUP))
+    given(*WHISPERING).when(COACH, commands.MuteCoach()).then(room.CoachMuted(coach=SUP))
 
 
 def test_mute_coach_by_the_agent_emits_coach_muted() -> None:
-    given(*WHISPERING).when(AGENT, MuteCoach(coach=SUP)).then(CoachMuted(coach=SUP))
+    given(*WHISPERING).when(AGENT, commands.MuteCoach(coach=SUP)).then(room.CoachMuted(coach=SUP))
 
 
 def test_mute_coach_by_another_supervisor_is_rejected() -> None:
-    given(*COACHED, joined(SECOND_COACH)).when(SECOND_COACH, MuteCoach(coach=SUP)).rejected(
-        "sup-3 cannot mute sup-1: only the coach or the agent may"
-    )
+    given(*COACHED, joined(SECOND_COACH)).when(
+        SECOND_COACH, commands.MuteCoach(coach=SUP)
+    ).rejected("sup-3 cannot mute sup-1: only the coach or the agent may")
 
 
 @pytest.mark.parametrize("target", [AG, "nobody"])
 def test_mute_coach_of_someone_not_a_supervisor_in_the_room_is_rejected(target: str) -> None:
-    given(*COACHED).when(AGENT, MuteCoach(coach=target)).rejected(
+    given(*COACHED).when(AGENT, commands.MuteCoach(coach=target)).rejected(
         f"cannot mute {target}: not a supervisor in the room"
     )
 
 
 def test_mute_coach_when_muted_changes_nothing() -> None:
-    given(*COACHED, CoachMuted(coach=SUP)).when(AGENT, MuteCoach(coach=SUP)).then()
+    given(*COACHED, room.CoachMuted(coach=SUP)).when(AGENT, commands.MuteCoach(coach=SUP)).then()
 
 
 def test_unmute_coach_by_the_coach_themself_emits_coach_unmuted() -> None:
-    given(*COACHED, CoachMuted(coach=SUP)).when(COACH, UnmuteCoach()).then(CoachUnmuted(coach=SUP))
-
-
-def test_unmute_coach_by_the_agent_is_rejected() -> None:
-    given(*COACHED, CoachMuted(coach=SUP)).when(AGENT, UnmuteCoach(coach=SUP)).rejected(
-        "agent-1 cannot unmute_coach as agent: only supervisor"
+    given(*COACHED, room.CoachMuted(coach=SUP)).when(COACH, commands.UnmuteCoach()).then(
+        room.CoachUnmuted(coach=SUP)
     )
 
 
+def test_unmute_coach_by_the_agent_is_rejected() -> None:
+    given(*COACHED, room.CoachMuted(coach=SUP)).when(
+        AGENT, commands.UnmuteCoach(coach=SUP)
+    ).rejected("agent-1 cannot unmute_coach as agent: only supervisor")
+
+
 def test_unmute_coach_by_another_supervisor_is_rejected() -> None:
-    given(*COACHED, joined(SECOND_COACH), CoachMuted(coach=SUP)).when(
-        SECOND_COACH, UnmuteCoach(coach=SUP)
+    given(*COACHED, joined(SECOND_COACH), room.CoachMuted(coach=SUP)).when(
+        SECOND_COACH, commands.UnmuteCoach(coach=SUP)
     ).rejected("sup-3 cannot unmute sup-1: only the coach may")
 
 
 def test_unmute_coach_when_not_muted_changes_nothing() -> None:
-    given(*COACHED).when(COACH, UnmuteCoach()).then()
+    given(*COACHED).when(COACH, commands.UnmuteCoach()).then()
 
 
 # --- cues ------------------------------------------------------------------------------------
 
 
 def test_send_cue_emits_cue_sent() -> None:
-    given(*COACHED).when(COACH, SendCue(cue_id="c1", text="slow down")).then(
-        CueSent(cue_id="c1", coach=SUP, text="slow down")
+    given(*COACHED).when(COACH, commands.SendCue(cue_id="c1", text="slow down")).then(
+        room.CueSent(cue_id="c1", coach=SUP, text="slow down")
     )
 
 
 def test_send_cue_without_an_agent_in_the_room_is_rejected() -> None:
-    given(joined(CUSTOMER), joined(COACH)).when(COACH, SendCue(cue_id="c1", text="hi")).rejected(
-        "no agent in the room"
-    )
+    given(joined(CUSTOMER), joined(COACH)).when(
+        COACH, commands.SendCue(cue_id="c1", text="hi")
+    ).rejected("no agent in the room")
 
 
 def test_send_cue_without_whisper_claim_is_rejected() -> None:
-    given(*CALL, joined(OBSERVER)).when(OBSERVER, SendCue(cue_id="c1", text="hi")).rejected(
-        "sup-2 cannot send_cue: the token has no whisper claim"
-    )
+    given(*CALL, joined(OBSERVER)).when(
+        OBSERVER, commands.SendCue(cue_id="c1", text="hi")
+    ).rejected("sup-2 cannot send_cue: the token has no whisper claim")
 
 
 def test_send_cue_with_blank_text_is_rejected() -> None:
-    given(*COACHED).when(COACH, SendCue(cue_id="c1", text=" \n\t")).rejected("the text is blank")
+    given(*COACHED).when(COACH, commands.SendCue(cue_id="c1", text=" \n\t")).rejected(
+        "the text is blank"
+    )
 
 
 def test_send_cue_retried_with_the_same_text_changes_nothing() -> None:
-    given(*CUED).when(COACH, SendCue(cue_id="c1", text="slow down")).then()
+    given(*CUED).when(COACH, commands.SendCue(cue_id="c1", text="slow down")).then()
 
 
 @pytest.mark.parametrize(("sender", "text"), [(COACH, "speed up"), (SECOND_COACH, "slow down")])
 def test_send_cue_reusing_an_id_otherwise_is_rejected(sender: Actor, text: str) -> None:
-    given(*CUED, joined(SECOND_COACH)).when(sender, SendCue(cue_id="c1", text=text)).rejected(
-        "sup-1 already sent one with that id"
-    )
+    given(*CUED, joined(SECOND_COACH)).when(
+        sender, commands.SendCue(cue_id="c1", text=text)
+    ).rejected("sup-1 already sent one with that id")
 
 
 def test_acknowledge_cue_emits_cue_acknowledged() -> None:
-    given(*CUED).when(AGENT, AcknowledgeCue(cue_id="c1")).then(CueAcknowledged(cue_id="c1"))
+    given(*CUED).when(AGENT, commands.AcknowledgeCue(cue_id="c1")).then(
+        room.CueAcknowledged(cue_id="c1")
+    )
 
 
 def test_acknowledge_cue_by_a_supervisor_is_rejected() -> None:
-    given(*CUED).when(COACH, AcknowledgeCue(cue_id="c1")).rejected(
+    given(*CUED).when(COACH, commands.AcknowledgeCue(cue_id="c1")).rejected(
         "sup-1 cannot acknowledge_cue as supervisor: only agent"
     )
 
 
 def test_acknowledge_cue_unknown_is_rejected() -> None:
-    given(*CUED).when(AGENT, AcknowledgeCue(cue_id="c9")).rejected("no such cue")
+    given(*CUED).when(AGENT, commands.AcknowledgeCue(cue_id="c9")).rejected("no such cue")
 
 
 def test_acknowledge_cue_twice_changes_nothing() -> None:
-    given(*CUED, CueAcknowledged(cue_id="c1")).when(AGENT, AcknowledgeCue(cue_id="c1")).then()
+    given(*CUED, room.CueAcknowledged(cue_id="c1")).when(
+        AGENT, commands.AcknowledgeCue(cue_id="c1")
+    ).then()
 
 
 # --- recording and closing -------------------------------------------------------------------
@@ -480,31 +472,33 @@ def test_acknowledge_cue_twice_changes_nothing() -> None:
 
 def test_set_recording_policy_emits_recording_policy_set() -> None:
     policy = WhisperRecording.SEPARATE_TRACK
-    given(*COACHED).when(COACH, SetRecordingPolicy(whisper=policy)).then(
-        RecordingPolicySet(whisper=policy)
+    given(*COACHED).when(COACH, commands.SetRecordingPolicy(whisper=policy)).then(
+        room.RecordingPolicySet(whisper=policy)
     )
 
 
 def test_set_recording_policy_to_the_current_policy_changes_nothing() -> None:
-    given(*COACHED).when(COACH, SetRecordingPolicy(whisper=WhisperRecording.EXCLUDED)).then()
+    given(*COACHED).when(
+        COACH, commands.SetRecordingPolicy(whisper=WhisperRecording.EXCLUDED)
+    ).then()
 
 
 def test_set_recording_policy_by_the_agent_is_rejected() -> None:
     policy = WhisperRecording.SEPARATE_TRACK
-    given(*CALL).when(AGENT, SetRecordingPolicy(whisper=policy)).rejected(
+    given(*CALL).when(AGENT, commands.SetRecordingPolicy(whisper=policy)).rejected(
         "as agent: only supervisor"
     )
 
 
 @pytest.mark.parametrize("closer", [AGENT, COACH])
 def test_close_room_by_agent_or_supervisor_emits_room_closed(closer: Actor) -> None:
-    given(*COACHED).when(closer, CloseRoom(reason="call ended")).then(
-        RoomClosed(reason="call ended")
+    given(*COACHED).when(closer, commands.CloseRoom(reason="call ended")).then(
+        room.RoomClosed(reason="call ended")
     )
 
 
 def test_close_room_by_the_customer_is_rejected() -> None:
-    given(*CALL).when(CUSTOMER, CloseRoom()).rejected(
+    given(*CALL).when(CUSTOMER, commands.CloseRoom()).rejected(
         "cust-1 cannot close_room as customer: only agent or supervisor"
     )
 
@@ -515,12 +509,12 @@ def test_close_room_by_the_customer_is_rejected() -> None:
 @pytest.mark.parametrize(
     "event",
     [
-        ParticipantLeft(subject="nobody"),
-        MonitorStarted(coach=AG),
-        WhisperStarted(coach="nobody"),
-        TalkPressed(coach="nobody"),
-        CoachMuted(coach=CUST),
-        CueAcknowledged(cue_id="c9"),
+        room.ParticipantLeft(subject="nobody"),
+        room.MonitorStarted(coach=AG),
+        room.WhisperStarted(coach="nobody"),
+        room.TalkPressed(coach="nobody"),
+        room.CoachMuted(coach=CUST),
+        room.CueAcknowledged(cue_id="c9"),
     ],
 )
 def test_evolve_with_an_event_about_someone_unknown_changes_nothing(event: RoomEvent) -> None:
@@ -529,26 +523,29 @@ def test_evolve_with_an_event_about_someone_unknown_changes_nothing(event: RoomE
 
 
 def test_evolve_participant_left_drops_the_coach() -> None:
-    state = given(*TALKING, ParticipantLeft(subject=SUP)).state
+    state = given(*TALKING, room.ParticipantLeft(subject=SUP)).state
     assert SUP not in state.participants
     assert SUP not in state.coaches
 
 
 def test_evolve_rejoin_after_leaving_starts_a_fresh_coach() -> None:
     state = given(
-        *TALKING, CoachMuted(coach=SUP), ParticipantLeft(subject=SUP), joined(COACH)
+        *TALKING, room.CoachMuted(coach=SUP), room.ParticipantLeft(subject=SUP), joined(COACH)
     ).state
     assert state.coaches[SUP] == Coach()
 
 
 def test_evolve_room_closed_stops_every_coach_and_keeps_their_settings() -> None:
-    state = given(*OPEN_MIC, joined(SECOND_COACH), MonitorStarted(coach=SUP3), RoomClosed()).state
+    state = given(
+        *OPEN_MIC, joined(SECOND_COACH), room.MonitorStarted(coach=SUP3), room.RoomClosed()
+    ).state
     assert state.closed
     assert state.coaches == {SUP: Coach(mode=CoachMode.OPEN_MIC), SUP3: Coach()}
 
 
 @pytest.mark.parametrize(
-    "event", [WhisperStopped(coach=SUP), CoachModeSet(coach=SUP, mode=CoachMode.PUSH_TO_TALK)]
+    "event",
+    [room.WhisperStopped(coach=SUP), room.CoachModeSet(coach=SUP, mode=CoachMode.PUSH_TO_TALK)],
 )
 def test_evolve_resets_talking(event: RoomEvent) -> None:
     assert not given(*TALKING, event).state.coaches[SUP].talking
@@ -567,8 +564,8 @@ def test_fold_applies_every_envelope_at_its_version() -> None:
 def test_room_state_round_trips_through_msgpack() -> None:
     state = given(
         *TALKING,
-        CueSent(cue_id="c1", coach=SUP, text="slow down"),
-        RecordingPolicySet(whisper=WhisperRecording.SEPARATE_TRACK),
+        room.CueSent(cue_id="c1", coach=SUP, text="slow down"),
+        room.RecordingPolicySet(whisper=WhisperRecording.SEPARATE_TRACK),
     ).state
     assert msgspec.msgpack.decode(msgspec.msgpack.encode(state), type=RoomState) == state
 
@@ -596,7 +593,7 @@ def test_routes_while_talk_is_pressed_carry_the_coach_to_the_agent_only() -> Non
 
 
 def test_routes_after_talk_is_released_carry_no_coach() -> None:
-    assert routes_after(*TALKING, TalkReleased(coach=SUP)) == CALL_ROUTES | MONITOR_ROUTES
+    assert routes_after(*TALKING, room.TalkReleased(coach=SUP)) == CALL_ROUTES | MONITOR_ROUTES
 
 
 def test_routes_in_open_mic_carry_the_coach_to_the_agent_only() -> None:
@@ -604,11 +601,15 @@ def test_routes_in_open_mic_carry_the_coach_to_the_agent_only() -> None:
 
 
 def test_routes_of_a_muted_coach_carry_nothing_from_them() -> None:
-    assert routes_after(*OPEN_MIC, CoachMuted(coach=SUP)) == CALL_ROUTES | MONITOR_ROUTES
+    assert routes_after(*OPEN_MIC, room.CoachMuted(coach=SUP)) == CALL_ROUTES | MONITOR_ROUTES
 
 
 def test_routes_with_two_coaches_carry_only_the_audible_one() -> None:
-    second = (joined(SECOND_COACH), MonitorStarted(coach=SUP3), WhisperStarted(coach=SUP3))
+    second = (
+        joined(SECOND_COACH),
+        room.MonitorStarted(coach=SUP3),
+        room.WhisperStarted(coach=SUP3),
+    )
     assert routes_after(*TALKING, *second) == CALL_ROUTES | MONITOR_ROUTES | {
         AudioRoute(SUP, AG),
         AudioRoute(CUST, SUP3),
@@ -617,11 +618,11 @@ def test_routes_with_two_coaches_carry_only_the_audible_one() -> None:
 
 
 def test_routes_after_the_coach_leaves_are_the_call_alone() -> None:
-    assert routes_after(*TALKING, ParticipantLeft(subject=SUP)) == CALL_ROUTES
+    assert routes_after(*TALKING, room.ParticipantLeft(subject=SUP)) == CALL_ROUTES
 
 
 def test_routes_of_a_closed_room_are_empty() -> None:
-    assert routes_after(*TALKING, RoomClosed()) == set()
+    assert routes_after(*TALKING, room.RoomClosed()) == set()
 
 
 @pytest.mark.parametrize(

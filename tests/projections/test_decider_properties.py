@@ -15,47 +15,11 @@ import pytest
 from hypothesis import Phase, given, settings
 from hypothesis import strategies as st
 
+from events import room
 from events.envelope import Envelope
-from events.room import (
-    CoachMode,
-    CoachModeSet,
-    CoachMuted,
-    CoachUnmuted,
-    CueAcknowledged,
-    CueSent,
-    MonitorStarted,
-    MonitorStopped,
-    ParticipantJoined,
-    ParticipantLeft,
-    RecordingPolicySet,
-    Role,
-    RoomClosed,
-    RoomEvent,
-    TalkPressed,
-    TalkReleased,
-    WhisperRecording,
-    WhisperStarted,
-    WhisperStopped,
-)
-from projections.commands import (
-    AcknowledgeCue,
-    Actor,
-    CloseRoom,
-    Join,
-    Leave,
-    MuteCoach,
-    PressTalk,
-    ReleaseTalk,
-    RoomCommand,
-    SendCue,
-    SetCoachMode,
-    SetRecordingPolicy,
-    StartMonitor,
-    StartWhisper,
-    StopMonitor,
-    StopWhisper,
-    UnmuteCoach,
-)
+from events.room import CoachMode, Role, RoomEvent, WhisperRecording
+from projections import commands
+from projections.commands import Actor, RoomCommand
 from projections.decider import (
     Rejection,
     RoomState,
@@ -83,48 +47,48 @@ TARGETS = [None, "sup-1", "agent-1", "nobody"]
 CUE_IDS = ["c1", "c2"]
 
 COMMANDS: list[RoomCommand] = [
-    Join(),
-    Leave(),
-    StartMonitor(),
-    StopMonitor(),
-    StartWhisper(),
-    StopWhisper(),
-    PressTalk(),
-    ReleaseTalk(),
-    *(SetCoachMode(mode=mode) for mode in CoachMode),
-    *(MuteCoach(coach=target) for target in TARGETS),
-    *(UnmuteCoach(coach=target) for target in TARGETS),
-    SendCue(cue_id="c1", text="slow down"),
-    SendCue(cue_id="c1", text="smile"),
-    SendCue(cue_id="c2", text=" "),
-    *(AcknowledgeCue(cue_id=cue_id) for cue_id in [*CUE_IDS, "c9"]),
-    *(SetRecordingPolicy(whisper=policy) for policy in WhisperRecording),
-    CloseRoom(reason="done"),
+    commands.Join(),
+    commands.Leave(),
+    commands.StartMonitor(),
+    commands.StopMonitor(),
+    commands.StartWhisper(),
+    commands.StopWhisper(),
+    commands.PressTalk(),
+    commands.ReleaseTalk(),
+    *(commands.SetCoachMode(mode=mode) for mode in CoachMode),
+    *(commands.MuteCoach(coach=target) for target in TARGETS),
+    *(commands.UnmuteCoach(coach=target) for target in TARGETS),
+    commands.SendCue(cue_id="c1", text="slow down"),
+    commands.SendCue(cue_id="c1", text="smile"),
+    commands.SendCue(cue_id="c2", text=" "),
+    *(commands.AcknowledgeCue(cue_id=cue_id) for cue_id in [*CUE_IDS, "c9"]),
+    *(commands.SetRecordingPolicy(whisper=policy) for policy in WhisperRecording),
+    commands.CloseRoom(reason="done"),
 ]
 # Commands drawn uniformly would mostly meet "not in room" or "only supervisor" and seldom
 # reach a whisper, so a step is mostly what the actor's role is there to do (a customer's is to
 # stay); a fifth of the time it is any command at all, the only way anyone leaves or closes.
 USUAL: dict[Role, list[RoomCommand]] = {
-    Role.CUSTOMER: [Join()],
-    Role.AGENT: [AcknowledgeCue(cue_id="c1")],
+    Role.CUSTOMER: [commands.Join()],
+    Role.AGENT: [commands.AcknowledgeCue(cue_id="c1")],
     Role.SUPERVISOR: [
-        StartMonitor(),
-        StopMonitor(),
-        StartWhisper(),
-        StopWhisper(),
-        PressTalk(),
-        ReleaseTalk(),
-        *(SetCoachMode(mode=mode) for mode in CoachMode),
-        UnmuteCoach(),
-        SendCue(cue_id="c1", text="slow down"),
-        SetRecordingPolicy(whisper=WhisperRecording.SEPARATE_TRACK),
+        commands.StartMonitor(),
+        commands.StopMonitor(),
+        commands.StartWhisper(),
+        commands.StopWhisper(),
+        commands.PressTalk(),
+        commands.ReleaseTalk(),
+        *(commands.SetCoachMode(mode=mode) for mode in CoachMode),
+        commands.UnmuteCoach(),
+        commands.SendCue(cue_id="c1", text="slow down"),
+        commands.SetRecordingPolicy(whisper=WhisperRecording.SEPARATE_TRACK),
     ],
 }
 
 
 def steps_of(actor: Actor) -> st.SearchStrategy[tuple[Actor, RoomCommand]]:
     usual = st.sampled_from(USUAL[actor.role])
-    command = st.one_of(usual, usual, usual, st.just(Join()), st.sampled_from(COMMANDS))
+    command = st.one_of(usual, usual, usual, st.just(commands.Join()), st.sampled_from(COMMANDS))
     return st.tuples(st.just(actor), command)
 
 
@@ -135,31 +99,31 @@ sessions = st.lists(st.one_of(*map(steps_of, ACTORS + WHISPERERS)), min_size=30,
 subjects = st.sampled_from(SUBJECTS)
 any_event = st.one_of(
     st.builds(
-        ParticipantJoined,
+        room.ParticipantJoined,
         subject=subjects,
         role=st.sampled_from(Role),
         name=st.just("Pat"),
         can_whisper=st.booleans(),
     ),
-    st.builds(ParticipantLeft, subject=subjects),
+    st.builds(room.ParticipantLeft, subject=subjects),
     *(
         st.builds(kind, coach=subjects)
         for kind in (
-            MonitorStarted,
-            MonitorStopped,
-            WhisperStarted,
-            WhisperStopped,
-            TalkPressed,
-            TalkReleased,
-            CoachMuted,
-            CoachUnmuted,
+            room.MonitorStarted,
+            room.MonitorStopped,
+            room.WhisperStarted,
+            room.WhisperStopped,
+            room.TalkPressed,
+            room.TalkReleased,
+            room.CoachMuted,
+            room.CoachUnmuted,
         )
     ),
-    st.builds(CoachModeSet, coach=subjects, mode=st.sampled_from(CoachMode)),
-    st.builds(CueSent, cue_id=st.sampled_from(CUE_IDS), coach=subjects, text=st.just("hi")),
-    st.builds(CueAcknowledged, cue_id=st.sampled_from([*CUE_IDS, "c9"])),
-    st.builds(RecordingPolicySet, whisper=st.sampled_from(WhisperRecording)),
-    st.builds(RoomClosed),
+    st.builds(room.CoachModeSet, coach=subjects, mode=st.sampled_from(CoachMode)),
+    st.builds(room.CueSent, cue_id=st.sampled_from(CUE_IDS), coach=subjects, text=st.just("hi")),
+    st.builds(room.CueAcknowledged, cue_id=st.sampled_from([*CUE_IDS, "c9"])),
+    st.builds(room.RecordingPolicySet, whisper=st.sampled_from(WhisperRecording)),
+    st.builds(room.RoomClosed),
 )
 
 
@@ -171,13 +135,13 @@ def whisper_scenes(draw: st.DrawFn) -> list[RoomEvent]:
     customer, coach = draw(subjects), draw(subjects)
     audible = draw(
         st.sampled_from(
-            [TalkPressed(coach=coach), CoachModeSet(coach=coach, mode=CoachMode.OPEN_MIC)]
+            [room.TalkPressed(coach=coach), room.CoachModeSet(coach=coach, mode=CoachMode.OPEN_MIC)]
         )
     )
     return [
-        ParticipantJoined(subject=customer, role=Role.CUSTOMER, name="Pat"),
-        ParticipantJoined(subject=coach, role=Role.SUPERVISOR, name="Pat", can_whisper=True),
-        WhisperStarted(coach=coach),
+        room.ParticipantJoined(subject=customer, role=Role.CUSTOMER, name="Pat"),
+        room.ParticipantJoined(subject=coach, role=Role.SUPERVISOR, name="Pat", can_whisper=True),
+        room.WhisperStarted(coach=coach),
         audible,
     ]
 

@@ -115,17 +115,25 @@ async def lose_the_last_write(redis_client: redis.Redis, store: EventStore, room
         await redis_client.xadd(key, fields, id=entry_id)
 
 
-async def test_a_command_after_a_lost_write_reloads_the_room_instead_of_conflicting(
-    store: EventStore, redis_client: redis.Redis
-) -> None:
+async def monitored_then_lost(store: EventStore, redis_client: redis.Redis) -> RoomStates:
+    """A room whose coach started monitoring (version 2), read back as a page reads it, so that
+    it is cached and snapshotted, and then lost from the stream."""
     states = RoomStates(store, snapshot_every=2)
     handler = CommandHandler(store, states)
     await handler.handle("room-1", Join(), COACH)
     await handler.handle("room-1", StartMonitor(), COACH)
-    assert (await states.current("room-1")).version == 2  # as a page reads it: cached, snapshotted
+    assert (await states.current("room-1")).version == 2
+    assert (await store.load_snapshot("room-1")) is not None
     await lose_the_last_write(redis_client, store, "room-1")
+    return states
 
-    outcome = await handler.handle("room-1", StartMonitor(), COACH)
+
+async def test_a_command_after_a_lost_write_reloads_the_room_instead_of_conflicting(
+    store: EventStore, redis_client: redis.Redis
+) -> None:
+    states = await monitored_then_lost(store, redis_client)
+
+    outcome = await CommandHandler(store, states).handle("room-1", StartMonitor(), COACH)
 
     assert outcome == Accepted(first_version=2, last_version=2)
     assert [e.version for e in await store.read("room-1")] == [1, 2]
@@ -135,15 +143,9 @@ async def test_a_command_after_a_lost_write_reloads_the_room_instead_of_conflict
 async def test_a_restarted_node_after_a_lost_write_does_not_trust_a_snapshot_ahead_of_the_store(
     store: EventStore, redis_client: redis.Redis
 ) -> None:
-    states = RoomStates(store, snapshot_every=2)
-    handler = CommandHandler(store, states)
-    await handler.handle("room-1", Join(), COACH)
-    await handler.handle("room-1", StartMonitor(), COACH)
-    await states.current("room-1")  # the snapshot at version 2
-    await lose_the_last_write(redis_client, store, "room-1")
+    await monitored_then_lost(store, redis_client)
     restarted = CommandHandler(store, RoomStates(store, snapshot_every=2))
 
     outcome = await restarted.handle("room-1", StartMonitor(), COACH)
 
     assert outcome == Accepted(first_version=2, last_version=2)
-    assert (await store.load_snapshot("room-1")) is not None

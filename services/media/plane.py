@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Literal, NamedTuple
@@ -22,6 +23,7 @@ from aiortc.exceptions import InvalidAccessError, InvalidStateError
 from aiortc.mediastreams import MediaStreamTrack
 
 from events.errors import StoreUnavailable
+from events.retry import Backoff
 from events.room import Role
 from events.store import EventStore
 from projections.commands import Actor
@@ -83,13 +85,24 @@ class MediaRoom:
         self._task = asyncio.get_running_loop().create_task(self._follow())
 
     async def _follow(self) -> None:
-        """Run the actor until the room is closed, through Redis outages."""
+        """Run the reconciler until the room is closed, through any failure to follow it: while
+        it cannot follow (Redis away, an entry it cannot read), no coach is heard."""
+        backoff = Backoff()
         while True:
+            started = time.monotonic()
             try:
                 await self.reconciler.run()
-            except StoreUnavailable as exc:
-                log.warning("room %s: following paused, retrying in 1 s: %s", self.room_id, exc)
-                await asyncio.sleep(1)
+            except Exception as exc:
+                if time.monotonic() - started > 10:  # it followed the room for a while
+                    backoff.reset()
+                if isinstance(exc, StoreUnavailable):
+                    log.warning(
+                        "room %s: coaches silenced, following paused: %s", self.room_id, exc
+                    )
+                else:  # a MalformedEvent (a newer schema mid-upgrade, say), or a bug
+                    log.exception("room %s: coaches silenced, cannot follow it", self.room_id)
+                self.reconciler.fail_closed(f"{type(exc).__name__}: {exc}")
+                await backoff.wait()
                 continue
             await self._on_closed(self)  # the room was closed: hang up everyone
             return
@@ -105,8 +118,7 @@ class MediaRoom:
     async def stop(self) -> None:
         if self._task is not asyncio.current_task():
             self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+            await asyncio.gather(self._task, return_exceptions=True)
         sessions, self.sessions = list(self.sessions.values()), {}
         await asyncio.gather(*(session.pc.close() for session in sessions))
         await self.route_log.flush()
@@ -197,6 +209,8 @@ class MediaPlane:
             expiry.cancel()
         rooms, self.rooms = list(self.rooms.values()), {}
         await asyncio.gather(*(room.stop() for room in rooms))
+        for room in rooms:  # the process is going: what Redis has not taken by now is lost
+            room.route_log.close()
 
     async def _replace(self, room: MediaRoom, actor: Actor, direction: Direction) -> Session:
         """A new session; one the same participant had in this direction is ended first."""

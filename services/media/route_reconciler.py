@@ -35,10 +35,13 @@ class RouteReconciler:
         self.router = router
         self.route_log = route_log
         self.state: RoomState | None = None
+        self.failure = ""
+        """Why the room's stream cannot be followed now ("" while it can): coaches are silent."""
 
     async def run(self) -> None:
         """Follow the room until it is closed (or the task is cancelled)."""
         self.state = await RoomStates(self.store).current(self.room_id)
+        self.failure = ""
         self.reconcile()
         if self.state.closed:
             return
@@ -48,16 +51,26 @@ class RouteReconciler:
             if self.state.closed:
                 return
 
+    def fail_closed(self, failure: str) -> None:
+        """The room's stream cannot be followed (``failure`` says why): the state in hand may be
+        stale, so no coach is heard until it can be again. Call and agent routes stay."""
+        self.failure = failure or "the room's stream cannot be followed"
+        self.reconcile()
+
     def reconcile(self) -> None:
         """Make the router's connections match the routes the current state implies."""
         if self.state is None:
             return  # not loaded yet: run() reconciles once it is
         version = self.state.version
-        wanted = {r for r in routes(self.state) if self.router.can_connect(r)}
+        wanted = {
+            r
+            for r in routes(self.state)
+            if self.router.can_connect(r) and not (self.failure and self._from_a_coach(r))
+        }
         applied = self.router.connections()
         for route in sorted(applied - wanted, key=_ends):
             self.router.disconnect(route)
-            self.route_log.record(RouteOp.REMOVED, route, version)
+            self.route_log.record(RouteOp.REMOVED, route, version, self.failure)
         for route in sorted(wanted - applied, key=_ends):
             try:
                 slot = self.router.connect(route)
@@ -66,6 +79,9 @@ class RouteReconciler:
                 self.route_log.record(RouteOp.REFUSED, route, version, str(exc))
                 continue
             self.route_log.record(RouteOp.APPLIED, route, version, slot)
+
+    def _from_a_coach(self, route: AudioRoute) -> bool:
+        return self.router.producers[route.producer].role is Role.SUPERVISOR
 
     def add_producer(self, subject: str, role: Role) -> Producer:
         producer = self.router.add_producer(subject, role)

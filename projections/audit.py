@@ -163,8 +163,9 @@ def verify(records: Sequence[AuditRecord], *, expected_head: str | None = None) 
 def verify_against_stream(
     records: Sequence[AuditRecord], envelopes: Iterable[Envelope]
 ) -> Verification:
-    """``verify``, and then that each record says what the room's stream says at its version:
-    a chain consistent with itself must also be the chain of these events."""
+    """``verify``, and then that each record says what the room's stream says at its version,
+    and that no event of the stream lacks its record: a chain consistent with itself must also
+    be the whole chain of these events."""
     verification = verify(records)
     if not verification.ok:
         return verification
@@ -179,7 +180,29 @@ def verify_against_stream(
                 reason=f"record {record.seq}: differs from version {record.version} "
                 "of the room's stream",
             )
+    recorded = {record.version for record in records}
+    missing = sorted(version for version in by_version if version not in recorded)
+    if missing:
+        first = len(records) + 1
+        return Verification(
+            ok=False,
+            checked=len(records),
+            broken_at=first,
+            reason=f"record {first}: missing; the audit has {len(records)} records but the "
+            f"room's stream {len(by_version)} events (versions {_spans(missing)} unrecorded)",
+        )
     return verification
+
+
+def _spans(versions: list[int]) -> str:
+    """``[3, 4, 5, 9]`` as ``"3-5, 9"``."""
+    spans: list[list[int]] = []
+    for version in versions:
+        if spans and version == spans[-1][-1] + 1:
+            spans[-1].append(version)
+        else:
+            spans.append([version])
+    return ", ".join(str(s[0]) if len(s) == 1 else f"{s[0]}-{s[-1]}" for s in spans)
 
 
 class Mark(msgspec.Struct, frozen=True, kw_only=True):

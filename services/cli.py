@@ -27,12 +27,14 @@ from pathlib import Path
 import msgspec
 import redis.asyncio as redis
 
-from events.keys import KeySpace
+from events.errors import EarpieceError
+from events.keys import KeySpace, check_room_id
 from events.room import Role
 from events.schema import envelope_json_schema
 from events.store import EventStore
 from projections.audit import replay, verify_against_stream
 from services.auth import mint_token
+from services.errors import UnknownRoom
 from services.media.ice import gather_on
 from services.redis_server import RedisServer
 from services.settings import Settings
@@ -82,6 +84,8 @@ async def audit_verify(settings: Settings, room_id: str) -> int:
         store = store_for(settings, client)
         records = await AuditTrail(store).records(room_id)
         envelopes = [envelope async for envelope in store.read_all(room_id)]
+    if not envelopes and not records:
+        raise UnknownRoom(room_id)
     verification = verify_against_stream(records, envelopes)
     print(json.dumps(msgspec.to_builtins(verification), indent=2))
     return 0 if verification.ok else 1
@@ -92,10 +96,24 @@ async def audit_replay(
 ) -> int:
     async with redis_for(settings) as client:
         envelopes = [e async for e in store_for(settings, client).read_all(room_id)]
+    if not envelopes:
+        raise UnknownRoom(room_id)
     result = replay(envelopes, until_version=version, until_time=time)
     body = {"state": result.state, "timeline": result.timeline}
     print(json.dumps(msgspec.to_builtins(body), indent=2))
     return 0
+
+
+def aware_time(text: str) -> dt.datetime:
+    try:
+        time = dt.datetime.fromisoformat(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(f"{text!r} is not an ISO 8601 time") from exc
+    if time.tzinfo is None:
+        raise argparse.ArgumentTypeError(
+            f"{text!r} has no time zone: add one, e.g. {text}+00:00 (UTC)"
+        )
+    return time
 
 
 def parser() -> argparse.ArgumentParser:
@@ -124,7 +142,7 @@ def parser() -> argparse.ArgumentParser:
     replay_parser.add_argument("room")
     until = replay_parser.add_mutually_exclusive_group()
     until.add_argument("--version", type=int)
-    until.add_argument("--time", type=dt.datetime.fromisoformat, help="ISO 8601, with zone")
+    until.add_argument("--time", type=aware_time, help="ISO 8601, with zone")
 
     commands.add_parser("schema", help="print the envelope's JSON Schema")
 
@@ -186,6 +204,14 @@ def main(argv: list[str] | None = None) -> int:
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
     settings = Settings.from_env()
+    try:
+        return run(args, settings)
+    except EarpieceError as exc:  # what the user can act on: one line, no traceback
+        print(f"earpiece {args.command}: {exc}", file=sys.stderr)
+        return 1
+
+
+def run(args: argparse.Namespace, settings: Settings) -> int:
     match args.command:
         case "serve":
             asyncio.run(serve(settings))
@@ -209,9 +235,10 @@ def main(argv: list[str] | None = None) -> int:
             )
             return 0
         case "audit" if args.audit_command == "verify":
-            return asyncio.run(audit_verify(settings, args.room))
+            return asyncio.run(audit_verify(settings, check_room_id(args.room)))
         case "audit":
-            return asyncio.run(audit_replay(settings, args.room, args.version, args.time))
+            room_id = check_room_id(args.room)
+            return asyncio.run(audit_replay(settings, room_id, args.version, args.time))
         case "schema":
             print(json.dumps(envelope_json_schema(), indent=2))
             return 0

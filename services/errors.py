@@ -16,6 +16,7 @@
         │   ├── UnsupportedMediaType                             415 unsupported_media_type
         │   ├── TooLarge                                         413 too_large               1009
         │   ├── NotFound                                         404 not_found
+        │   │   └── UnknownRoom          no event names it       404 not_found
         │   └── MethodNotAllowed                                 405 method_not_allowed
         ├── AuthError                    a token that gives no access
         │   ├── TokenRefused             a new token may do      401 unauthorized            4401
@@ -86,6 +87,12 @@ class TooLarge(RequestError):
 
 class NotFound(RequestError):
     pass
+
+
+class UnknownRoom(NotFound):
+    def __init__(self, room_id: str) -> None:
+        super().__init__(f"room {room_id!r} has no events: no such room (yet)")
+        self.room_id = room_id
 
 
 class MethodNotAllowed(RequestError):

@@ -126,3 +126,49 @@ def test_redis_server_running_in_ignores_a_stale_pid_file(tmp_path: Path) -> Non
     )
 
     assert RedisServer.running_in(tmp_path) is None
+
+
+def earpiece_fails(*args: str, env: dict[str, str], cwd: Path) -> str:
+    """What a failing ``earpiece`` command says on stderr: one line, no traceback."""
+    done = subprocess.run(
+        [sys.executable, "-m", "services.cli", *args],
+        env=env,
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode != 0, done.stdout
+    assert "Traceback" not in done.stderr, done.stderr
+    lines = done.stderr.strip().splitlines()
+    return lines[-1] if lines else ""
+
+
+@pytest.mark.parametrize(
+    ("args", "said"),
+    [
+        (("audit", "verify", "no/such room"), "earpiece audit: invalid room id 'no/such room'"),
+        (("audit", "verify", "room-z"), "earpiece audit: room 'room-z' has no events"),
+        (("audit", "replay", "room-z"), "earpiece audit: room 'room-z' has no events"),
+        (
+            ("audit", "replay", "room-z", "--time", "2026-11-26T10:00:00"),
+            "has no time zone: add one, e.g. 2026-11-26T10:00:00+00:00 (UTC)",
+        ),
+    ],
+    ids=["bad-room", "unknown-room", "unknown-room-replay", "time-without-zone"],
+)
+def test_audit_commands_say_what_is_wrong_in_one_line(
+    args: tuple[str, ...], said: str, redis_server: RedisServer, tmp_path: Path
+) -> None:
+    env = {**os.environ, "REDIS_URL": redis_server.url}
+
+    assert said in earpiece_fails(*args, env=env, cwd=tmp_path)
+
+
+def test_audit_verify_with_redis_down_says_so_in_one_line(tmp_path: Path) -> None:
+    env = {**os.environ, "REDIS_URL": f"redis://127.0.0.1:{free_loopback_port()}/0"}
+
+    said = earpiece_fails("audit", "verify", "room-1", env=env, cwd=tmp_path)
+
+    assert said.startswith("earpiece audit: reading the audit of room 'room-1'"), said
+    assert "Connect" in said or "refused" in said, said

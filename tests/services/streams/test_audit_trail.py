@@ -12,6 +12,7 @@ from events.room import CueAcknowledged, CueSent, MonitorStarted, ParticipantJoi
 from events.store import EventStore
 from projections.audit import chain, verify
 from services.cli import audit_replay, audit_verify
+from services.errors import UnknownRoom
 from services.redis_server import RedisServer, free_loopback_port
 from services.settings import Settings
 from services.streams.audit_trail import AUDIT_GROUP, AuditTrail
@@ -154,6 +155,27 @@ async def test_audit_verify_names_an_event_altered_in_the_room_stream(
         4,
         "record 4: differs from version 4 of the room's stream",
     )
+
+
+async def test_audit_verify_fails_while_records_are_missing_and_names_them(
+    store: EventStore, audited: Settings, capsys: pytest.CaptureFixture[str]
+) -> None:
+    await store.append("room-a", [MonitorStarted(coach="sup-2")], expected_version=5, actor="x")
+    cue = CueSent(cue_id="c2", coach="sup-1", text="Hi")
+    await store.append("room-a", [cue], expected_version=6, actor="x")
+
+    assert await audit_verify(audited, "room-a") == 1
+    report = msgspec.json.decode(capsys.readouterr().out)
+    assert (report["ok"], report["checked"], report["broken_at"]) == (False, 5, 6)
+    assert report["reason"] == (
+        "record 6: missing; the audit has 5 records but the room's stream 7 events "
+        "(versions 6-7 unrecorded)"
+    )
+
+
+async def test_audit_verify_of_a_room_with_no_events_is_an_error(audited: Settings) -> None:
+    with pytest.raises(UnknownRoom, match="room 'room-z' has no events"):
+        await audit_verify(audited, "room-z")
 
 
 async def test_audit_replay_prints_the_room_as_of_a_version(

@@ -35,6 +35,20 @@ class WhisperRecording(enum.StrEnum):
     EXCLUDED = "excluded"
 
 
+class LeaveReason(enum.StrEnum):
+    """Why a participant left: they asked, or their presence ended with what held it."""
+
+    ASKED = "asked"
+    SESSION_ENDED = "session_ended"
+    """Their last media session ended (hung up, or its connection failed)."""
+    WORKER_LOST = "worker_lost"
+    """The worker process hosting their sessions stopped renewing its lease (crash, hang)."""
+    WORKER_STOPPED = "worker_stopped"
+    """The worker process hosting their sessions shut down."""
+    NO_SESSION = "no_session"
+    """They joined without media (an HTTP ``join``) and no session followed in the grace period."""
+
+
 class _Event(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True, tag_field="type"):
     # omit_defaults: a field added later (with a default, as it must be) leaves the bytes of
     # older events unchanged, so the audit hashes sealed over them still verify.
@@ -48,10 +62,15 @@ class ParticipantJoined(_Event, tag="participant_joined", frozen=True):
     can_whisper: bool = False
     queue: str = ""
     """The contact-centre queue the participant's call belongs to ("" if the token named none)."""
+    worker: str = ""
+    """The worker process hosting the media session that holds their presence; "" for a join
+    with no session behind it (an HTTP ``join``). Joined again with another worker: their
+    sessions moved there (after a restart, say)."""
 
 
 class ParticipantLeft(_Event, tag="participant_left", frozen=True):
     subject: str
+    reason: LeaveReason = LeaveReason.ASKED
 
 
 class MonitorStarted(_Event, tag="monitor_started", frozen=True):

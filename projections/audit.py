@@ -29,7 +29,7 @@ from msgspec.structs import replace
 
 from events import room
 from events.envelope import Envelope
-from events.room import Role, RoomEvent, WhisperRecording
+from events.room import LeaveReason, Role, RoomEvent, WhisperRecording
 from projections.decider import RoomState, fold, initial_state
 
 GENESIS_HASH = "0" * 64
@@ -223,10 +223,12 @@ class Interval(msgspec.Struct, frozen=True, kw_only=True):
 
 
 class Attendance(Interval, frozen=True, kw_only=True):
-    """A participant's time in the room: joined at ``started``, left at ``ended``."""
+    """A participant's time in the room: joined at ``started``, left at ``ended``, and why."""
 
     role: Role
     name: str
+    left_because: LeaveReason | None = None
+    """Why they left: they asked, or what held their presence ended (a lost worker, say)."""
 
 
 class TimelineCue(msgspec.Struct, frozen=True, kw_only=True):
@@ -311,10 +313,21 @@ def evolve_timeline(timeline: Timeline, record: AuditRecord) -> Timeline:
     mark = Mark(time=record.time, version=record.version, seq=record.seq, actor=record.actor)
     match record.event:
         case room.ParticipantJoined(subject=subject, role=role, name=name):
+            if any(a.subject == subject and a.ended is None for a in timeline.participants):
+                return timeline  # joined again through another worker: the same attendance
             joined = Attendance(subject=subject, started=mark, role=role, name=name)
             return replace(timeline, participants=(*timeline.participants, joined))
-        case room.ParticipantLeft(subject=subject):
-            return _all_ended(timeline, mark, subject)
+        case room.ParticipantLeft(subject=subject, reason=reason):
+            ended = _all_ended(timeline, mark, subject)
+            return replace(
+                ended,
+                participants=tuple(
+                    replace(a, left_because=reason)
+                    if a.subject == subject and a.ended is mark
+                    else a
+                    for a in ended.participants
+                ),
+            )
         case room.MonitorStarted(coach=coach):
             return replace(timeline, monitoring=_begun(timeline.monitoring, coach, mark))
         case room.MonitorStopped(coach=coach):

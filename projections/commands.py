@@ -15,7 +15,7 @@ from typing import Annotated
 
 import msgspec
 
-from events.room import CoachMode, Role, WhisperRecording
+from events.room import CoachMode, LeaveReason, Role, WhisperRecording
 
 CueId = Annotated[str, msgspec.Meta(min_length=1, max_length=64)]
 
@@ -116,6 +116,29 @@ RoomCommand = (
     | SetRecordingPolicy
     | CloseRoom
 )
+
+
+class AttachSession(msgspec.Struct, frozen=True, kw_only=True):
+    """A media session of the sender opened on ``worker``, and holds their presence.
+
+    Session commands come from the shell, never from a client: they are not in ``RoomCommand``,
+    so no request body can decode into one.
+    """
+
+    worker: str
+
+
+class EndPresence(msgspec.Struct, frozen=True, kw_only=True):
+    """``subject``'s presence ended for ``reason``, if ``worker`` still holds it (a participant
+    whose sessions have moved to another worker stays)."""
+
+    subject: str
+    reason: LeaveReason
+    worker: str
+
+
+SessionCommand = AttachSession | EndPresence
+"""What the shell tells a room about sessions: who is live, through which worker."""
 
 
 def command_name(command: RoomCommand) -> str:

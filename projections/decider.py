@@ -19,9 +19,9 @@ from msgspec.structs import replace
 
 from events import room
 from events.envelope import Envelope
-from events.room import CoachMode, Role, RoomEvent, WhisperRecording
+from events.room import CoachMode, LeaveReason, Role, RoomEvent, WhisperRecording
 from projections import commands
-from projections.commands import Actor, RoomCommand, command_name
+from projections.commands import Actor, RoomCommand, SessionCommand, command_name
 
 
 class Participant(msgspec.Struct, frozen=True):
@@ -29,6 +29,8 @@ class Participant(msgspec.Struct, frozen=True):
     role: Role
     name: str
     can_whisper: bool
+    worker: str = ""
+    """The worker whose media session holds their presence; "" for none yet (an HTTP join)."""
 
 
 class Coach(msgspec.Struct, frozen=True):
@@ -81,9 +83,14 @@ def evolve(state: RoomState, event: RoomEvent) -> RoomState:
     """The state after ``event``. Total: an event about an unknown subject changes nothing."""
     match event:
         case room.ParticipantJoined(
-            subject=subject, role=role, name=name, can_whisper=can_whisper, queue=queue
+            subject=subject,
+            role=role,
+            name=name,
+            can_whisper=can_whisper,
+            queue=queue,
+            worker=worker,
         ):
-            participant = Participant(subject, role, name, can_whisper)
+            participant = Participant(subject, role, name, can_whisper, worker)
             coaches = _without(state.coaches, subject)
             if role is Role.SUPERVISOR:
                 coaches[subject] = state.coaches.get(subject, Coach())
@@ -186,8 +193,14 @@ NEEDS_WHISPER_CLAIM: frozenset[type[RoomCommand]] = frozenset(
 )
 
 
-def decide(state: RoomState, command: RoomCommand, actor: Actor) -> list[RoomEvent] | Rejection:
+def decide(
+    state: RoomState, command: RoomCommand | SessionCommand, actor: Actor
+) -> list[RoomEvent] | Rejection:
     """The events ``command`` from ``actor`` causes; ``[]`` if it changes nothing."""
+    if isinstance(command, commands.AttachSession):
+        return _attach_session(state, actor, command.worker)
+    if isinstance(command, commands.EndPresence):
+        return _end_presence(state, command.subject, command.reason, command.worker)
     refusal = _refusal(state, command, actor)
     if refusal is not None:
         return refusal
@@ -255,7 +268,46 @@ def _refusal(state: RoomState, command: RoomCommand, actor: Actor) -> Rejection 
     return None
 
 
-def _join(state: RoomState, actor: Actor) -> list[RoomEvent] | Rejection:
+def _attach_session(state: RoomState, actor: Actor, worker: str) -> list[RoomEvent] | Rejection:
+    """Join through a session on ``worker``. Fail closed: a coach whose presence was held by
+    another worker (their sessions were lost with it) is back in silent monitor at best, and
+    must ask again to whisper."""
+    refusal = _refusal(state, commands.Join(), actor)
+    if refusal is not None:
+        return refusal
+    participant = state.participants.get(actor.subject)
+    if participant is None:
+        return _join(state, actor, worker)
+    if participant.worker == worker:
+        return []
+    coach = state.coaches.get(actor.subject, Coach())
+    lost = _stop_whisper(actor.subject, coach) if participant.worker else []
+    return [*lost, _joined(actor, worker)]
+
+
+def _end_presence(
+    state: RoomState, subject: str, reason: LeaveReason, worker: str
+) -> list[RoomEvent]:
+    """``subject`` leaves, with everything they were doing, if ``worker`` still holds them."""
+    participant = state.participants.get(subject)
+    if state.closed or participant is None or participant.worker != worker:
+        return []
+    coach = state.coaches.get(subject, Coach())
+    return [*_stop_monitor(subject, coach), room.ParticipantLeft(subject=subject, reason=reason)]
+
+
+def _joined(actor: Actor, worker: str) -> room.ParticipantJoined:
+    return room.ParticipantJoined(
+        subject=actor.subject,
+        role=actor.role,
+        name=actor.name,
+        can_whisper=actor.can_whisper,
+        queue=actor.queue,
+        worker=worker,
+    )
+
+
+def _join(state: RoomState, actor: Actor, worker: str = "") -> list[RoomEvent] | Rejection:
     if actor.subject in state.participants:
         return []
     if actor.role is not Role.SUPERVISOR:
@@ -265,15 +317,7 @@ def _join(state: RoomState, actor: Actor) -> list[RoomEvent] | Rejection:
                     f"{actor.subject} cannot join as {actor.role}: "
                     f"{other.subject} is already the {actor.role} of room {state.room_id}"
                 )
-    return [
-        room.ParticipantJoined(
-            subject=actor.subject,
-            role=actor.role,
-            name=actor.name,
-            can_whisper=actor.can_whisper,
-            queue=actor.queue,
-        )
-    ]
+    return [_joined(actor, worker)]
 
 
 # The three ends nest: stopping the monitor stops the whisper, which releases the talk button.

@@ -14,6 +14,7 @@ from events.room import (
     CoachMuted,
     CueAcknowledged,
     CueSent,
+    LeaveReason,
     MonitorStarted,
     ParticipantJoined,
     ParticipantLeft,
@@ -122,6 +123,7 @@ def test_timeline_of_a_coached_call_shows_who_did_what_when() -> None:
                 name="Sofia",
                 started=mark(3, "09:01:00", "sup-1"),
                 ended=sofia_left,
+                left_because=LeaveReason.ASKED,
             ),
         ),
         monitoring=(

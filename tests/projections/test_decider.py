@@ -16,7 +16,7 @@ from events import room
 from events.envelope import Envelope
 from events.room import CoachMode, Role, RoomEvent, WhisperRecording
 from projections import commands
-from projections.commands import Actor, RoomCommand
+from projections.commands import Actor, RoomCommand, SessionCommand
 from projections.decider import (
     ROLES_ALLOWED,
     Coach,
@@ -38,9 +38,13 @@ SECOND_COACH = Actor("sup-3", Role.SUPERVISOR, "Sue", can_whisper=True)
 CUST, AG, SUP, SUP2, SUP3 = (a.subject for a in (CUSTOMER, AGENT, COACH, OBSERVER, SECOND_COACH))
 
 
-def joined(actor: Actor) -> room.ParticipantJoined:
+def joined(actor: Actor, worker: str = "") -> room.ParticipantJoined:
     return room.ParticipantJoined(
-        subject=actor.subject, role=actor.role, name=actor.name, can_whisper=actor.can_whisper
+        subject=actor.subject,
+        role=actor.role,
+        name=actor.name,
+        can_whisper=actor.can_whisper,
+        worker=worker,
     )
 
 
@@ -72,7 +76,7 @@ class Given:
     def __init__(self, events: tuple[RoomEvent, ...]) -> None:
         self.state = reduce(evolve, events, initial_state(ROOM))
 
-    def when(self, actor: Actor, command: RoomCommand) -> Decision:
+    def when(self, actor: Actor, command: RoomCommand | SessionCommand) -> Decision:
         return Decision(decide(self.state, command, actor))
 
 
@@ -638,3 +642,73 @@ def test_routes_of_a_closed_room_are_empty() -> None:
 )
 def test_is_audible(coach: Coach, audible: bool) -> None:
     assert is_audible(coach) is audible
+
+
+# --- sessions: presence follows liveness ------------------------------------------------------
+
+LIVE_CALL: tuple[RoomEvent, ...] = (joined(CUSTOMER, "w1"), joined(AGENT, "w1"))
+LIVE_TALKING: tuple[RoomEvent, ...] = (
+    *LIVE_CALL,
+    joined(COACH, "w1"),
+    room.MonitorStarted(coach=SUP),
+    room.WhisperStarted(coach=SUP),
+    room.TalkPressed(coach=SUP),
+)
+
+
+def test_a_session_joins_its_participant_through_its_worker() -> None:
+    given(*CALL).when(COACH, commands.AttachSession(worker="w1")).then(joined(COACH, "w1"))
+
+
+def test_a_session_on_the_worker_already_holding_the_participant_changes_nothing() -> None:
+    given(*LIVE_TALKING).when(COACH, commands.AttachSession(worker="w1")).then()
+
+
+def test_a_session_after_an_http_join_moves_the_presence_onto_its_worker() -> None:
+    given(*WHISPERING).when(COACH, commands.AttachSession(worker="w1")).then(joined(COACH, "w1"))
+
+
+def test_a_coach_back_through_another_worker_is_silent_until_they_ask_again() -> None:
+    # Fail closed: the sessions behind their whisper were lost with the old worker.
+    back = (room.TalkReleased(coach=SUP), room.WhisperStopped(coach=SUP), joined(COACH, "w2"))
+
+    given(*LIVE_TALKING).when(COACH, commands.AttachSession(worker="w2")).then(*back)
+    after = routes_after(*LIVE_TALKING, *back)
+    assert AudioRoute(SUP, AG) not in after
+    assert {AudioRoute(CUST, SUP), AudioRoute(AG, SUP)} <= after  # still monitoring, silently
+
+
+def test_a_session_of_a_second_agent_is_rejected() -> None:
+    intruder = Actor("agent-2", Role.AGENT, "Bo", can_whisper=False)
+    given(*LIVE_CALL).when(intruder, commands.AttachSession(worker="w1")).rejected(
+        "agent-1 is already the agent"
+    )
+
+
+def test_a_lost_worker_ends_the_presence_it_held_with_everything_it_did() -> None:
+    lost = commands.EndPresence(subject=SUP, reason=room.LeaveReason.WORKER_LOST, worker="w1")
+    given(*LIVE_TALKING).when(AGENT, lost).then(
+        room.TalkReleased(coach=SUP),
+        room.WhisperStopped(coach=SUP),
+        room.MonitorStopped(coach=SUP),
+        room.ParticipantLeft(subject=SUP, reason=room.LeaveReason.WORKER_LOST),
+    )
+
+
+def test_a_lost_worker_leaves_a_participant_who_moved_to_another_one() -> None:
+    moved = (*LIVE_CALL, joined(AGENT, "w2"))
+    lost = commands.EndPresence(subject=AG, reason=room.LeaveReason.WORKER_LOST, worker="w1")
+    given(*moved).when(AGENT, lost).then()
+
+
+def test_an_http_join_with_no_session_ends_after_its_grace() -> None:
+    expired = commands.EndPresence(subject=SUP, reason=room.LeaveReason.NO_SESSION, worker="")
+    given(*COACHED).when(AGENT, expired).then(
+        room.ParticipantLeft(subject=SUP, reason=room.LeaveReason.NO_SESSION)
+    )
+    given(*COACHED, joined(COACH, "w1")).when(AGENT, expired).then()
+
+
+def test_ending_a_presence_in_a_closed_room_changes_nothing() -> None:
+    lost = commands.EndPresence(subject=AG, reason=room.LeaveReason.WORKER_LOST, worker="w1")
+    given(*LIVE_CALL, room.RoomClosed()).when(AGENT, lost).then()

@@ -15,6 +15,14 @@ can write the room's stream, its idempotency record and the feed together::
     earpiece:{p3}:lobby                  the partition's live rooms, for supervisors' lobbies
     earpiece:{p3}:lobby-changes          (Pub/Sub channel) the queue of each changed lobby entry
 
+Workers, each key on its own (no script touches two of them):
+
+    earpiece:workers                     every registered worker process: id → when it started
+    earpiece:worker:<id>                 its lease, renewed while it lives (expires when not)
+    earpiece:worker:<id>:rooms           the rooms in which its sessions hold someone's presence
+    earpiece:unattached-joins            (sorted by deadline) "<room> <subject>" of HTTP joins
+                                         that no media session has followed yet
+
 With one partition (the embedded default) the feed is a single gapless, commit-ordered log of
 every room; with ``P`` partitions order and atomicity hold within a partition only.
 """
@@ -80,6 +88,18 @@ class KeySpace:
 
     def quarantine(self, partition: int) -> str:
         return f"{self._tag(partition)}:quarantine"
+
+    def workers(self) -> str:
+        return f"{self.namespace}:workers"
+
+    def worker_lease(self, worker_id: str) -> str:
+        return f"{self.namespace}:worker:{worker_id}"
+
+    def worker_rooms(self, worker_id: str) -> str:
+        return f"{self.namespace}:worker:{worker_id}:rooms"
+
+    def unattached_joins(self) -> str:
+        return f"{self.namespace}:unattached-joins"
 
     def feeds(self) -> list[str]:
         return [self.feed(p) for p in range(self.partitions)]

@@ -161,8 +161,7 @@ class MediaPlane:
 
     async def publish(self, room_id: str, actor: Actor, offer: Offer) -> tuple[Session, str]:
         """A peer connection taking ``actor``'s microphone; returns it and the SDP answer."""
-        room = self.room(room_id)
-        session = await self._replace(room, actor, "publish")
+        room, session = await self._replace(room_id, actor, "publish")
         producer = room.reconciler.add_producer(actor.subject, actor.role)
 
         @session.pc.on("track")
@@ -175,8 +174,7 @@ class MediaPlane:
 
     async def receive(self, room_id: str, actor: Actor, offer: Offer) -> tuple[Session, str]:
         """A peer connection sending ``actor`` what the router routes to them."""
-        room = self.room(room_id)
-        session = await self._replace(room, actor, "receive")
+        room, session = await self._replace(room_id, actor, "receive")
         consumer = room.reconciler.add_consumer(actor.subject, actor.role)
         await self._set_offer(session, offer.sdp)
         # Slots in their fixed order, one per offered section: the client's first m-line is
@@ -212,12 +210,15 @@ class MediaPlane:
         for room in rooms:  # the process is going: what Redis has not taken by now is lost
             room.route_log.close()
 
-    async def _replace(self, room: MediaRoom, actor: Actor, direction: Direction) -> Session:
-        """A new session; one the same participant had in this direction is ended first."""
-        previous = room.session_of(actor.subject, direction)
+    async def _replace(
+        self, room_id: str, actor: Actor, direction: Direction
+    ) -> tuple[MediaRoom, Session]:
+        """A new session, and its room; one the same participant had in this direction is
+        ended first (which stops the room if it was the last: the session joins a new one)."""
+        previous = self.room(room_id).session_of(actor.subject, direction)
         if previous is not None:
             await self.end(previous)
-            room = self.room(room.room_id)
+        room = self.room(room_id)
         pc = RTCPeerConnection(RTCConfiguration(iceServers=[]))
         session = Session(room.room_id, actor, direction, pc)
         room.sessions[session.id] = session
@@ -230,7 +231,7 @@ class MediaPlane:
         expiry = asyncio.get_running_loop().create_task(self._expire_unconnected(session))
         self._expiries.add(expiry)
         expiry.add_done_callback(self._expiries.discard)
-        return session
+        return room, session
 
     @contextlib.asynccontextmanager
     async def _translated(self, session: Session) -> AsyncIterator[None]:

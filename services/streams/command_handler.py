@@ -11,13 +11,14 @@ from __future__ import annotations
 import asyncio
 import random
 import weakref
+from collections.abc import Awaitable, Callable
 
 import msgspec
 
 from events.envelope import new_event_id
 from events.errors import WrongExpectedVersion
 from events.store import EventStore
-from projections.commands import Actor, RoomCommand
+from projections.commands import Actor, Join, RoomCommand, SessionCommand
 from projections.decider import Rejection, decide
 from services.errors import Contention
 from services.streams.room_states import RoomStates
@@ -45,13 +46,16 @@ class CommandHandler:
         self.store = store
         self.states = states
         self.max_attempts = max_attempts
+        self.on_join_without_session: Callable[[str, str], Awaitable[None]] | None = None
+        """Told (room, subject) of each join stored with no session behind it (an HTTP join),
+        which must not hold a seat for long: services/streams/presence.py."""
         # Weak: a room's lock lives only while a command to it is in flight.
         self._locks: weakref.WeakValueDictionary[str, asyncio.Lock] = weakref.WeakValueDictionary()
 
     async def handle(
         self,
         room_id: str,
-        command: RoomCommand,
+        command: RoomCommand | SessionCommand,
         actor: Actor,
         *,
         idempotency_key: str | None = None,
@@ -60,14 +64,18 @@ class CommandHandler:
         causation_id = idempotency_key or new_event_id()
         # Commands to one room from this process go one at a time; only other nodes race.
         async with self._locks.setdefault(room_id, asyncio.Lock()):
-            return await self._decide_and_append(
+            outcome = await self._decide_and_append(
                 room_id, command, actor, idempotency_key, causation_id, correlation_id
             )
+        joined = isinstance(command, Join) and isinstance(outcome, Accepted)
+        if joined and self.on_join_without_session is not None:
+            await self.on_join_without_session(room_id, actor.subject)
+        return outcome
 
     async def _decide_and_append(
         self,
         room_id: str,
-        command: RoomCommand,
+        command: RoomCommand | SessionCommand,
         actor: Actor,
         idempotency_key: str | None,
         causation_id: str,

@@ -44,6 +44,7 @@ from services.streams.audit_trail import AuditTrail, run_audit_projection
 from services.streams.command_handler import Accepted, CommandHandler
 from services.streams.feed_trimming import trim_feeds
 from services.streams.lobby import Lobby, LobbyChanges, run_lobby
+from services.streams.presence import Presence
 from services.streams.room_followers import RoomFollowers
 from services.streams.room_states import RoomStates
 from services.streams.workers import Workers
@@ -74,6 +75,8 @@ class Api:
         self.commands = CommandHandler(self.store, self.states)
         self.audit = AuditTrail(self.store)
         self.lobby = Lobby(self.store, self.states)
+        self.presence = Presence(client, self.store.keys, self.commands, self.states)
+        self.commands.on_join_without_session = self.presence.expect_session
         self.verifier = verifier_from_settings(settings, queue_of=self.queue_of)
         self.workers = Workers()
         """The projections and watchers running beside the app, restarted if they fail."""
@@ -145,7 +148,7 @@ class Api:
 def create_app(settings: Settings, client: redis.Redis) -> Starlette:
     api = Api(settings, client)
     media = MediaPlane(settings, api.store, client)
-    signaling = Signaling(media, api.commands, api.verifier)
+    signaling = Signaling(media, api.commands, api.verifier, api.presence)
     followers = RoomFollowers(api.store, api.states)
     live = LiveChannel(
         api.store, followers, api.commands, api.verifier, coach_slots=settings.coach_slots
@@ -156,7 +159,9 @@ def create_app(settings: Settings, client: redis.Redis) -> Starlette:
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         consumer = f"{socket.gethostname()}-{os.getpid()}"
+        await api.presence.start()  # before any session: its lease holds them
         workers = api.workers
+        workers.start("presence", api.presence.run)
         workers.start(
             "audit projection",
             functools.partial(run_audit_projection, client, api.store, consumer=consumer),
@@ -172,6 +177,7 @@ def create_app(settings: Settings, client: redis.Redis) -> Starlette:
         try:
             yield
         finally:
+            await api.presence.stop()
             await media.close()
             await followers.close()
             await workers.close()

@@ -5,9 +5,12 @@
     POST   /rooms/{room}/whep          recvonly offer → 201, Location, SDP answer
     DELETE /rooms/{room}/whep/{id}
 
-Either POST makes the token's subject join the room (a ``join`` command: an event, decided
-like any other, so a second agent or a closed room is refused with 409); when the last
-session of a participant ends, by DELETE or because its connection failed, they leave. What a
+Either POST makes the token's subject join the room through this worker (``AttachSession``:
+an event, decided like any other, so a second agent or a closed room is refused with 409); when
+the last session of a participant ends, by DELETE or because its connection failed, they leave
+(``session_ended``). Fail closed: a coach is heard only through a live publish session and a
+whisper asked for during it, so a supervisor's new publish session, or the end of one, stops
+their whisper (they stay in silent monitor while they still receive). What a
 receiving participant gets is decided by their role and the room's state, never by the offer:
 the offer only says how many receive slots to open, up to what the role has.
 """
@@ -21,7 +24,15 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from projections.commands import Actor, Join, Leave, RoomCommand
+from events.room import LeaveReason, Role
+from projections.commands import (
+    Actor,
+    AttachSession,
+    EndPresence,
+    RoomCommand,
+    SessionCommand,
+    StopWhisper,
+)
 from projections.decider import Rejection
 from services.auth import TokenVerifier
 from services.errors import (
@@ -34,6 +45,7 @@ from services.errors import (
 from services.media.plane import Direction, MediaPlane, Session
 from services.media.sdp import MAX_SDP_BYTES
 from services.streams.command_handler import Accepted, CommandHandler
+from services.streams.presence import Presence
 from services.web.http import authenticate, bounded_body, room_id_of
 
 log = logging.getLogger(__name__)
@@ -44,11 +56,17 @@ DIRECTIONS: dict[str, Direction] = {path: direction for direction, path in PATHS
 
 class Signaling:
     def __init__(
-        self, media: MediaPlane, commands: CommandHandler, verifier: TokenVerifier
+        self,
+        media: MediaPlane,
+        commands: CommandHandler,
+        verifier: TokenVerifier,
+        presence: Presence,
     ) -> None:
         self.media = media
         self.commands = commands
         self.verifier = verifier
+        self.presence = presence
+        presence.on_lease_lost = self.attach_again
         self._leaving: set[asyncio.Task[None]] = set()
         media.on_session_lost = self._session_lost
 
@@ -83,14 +101,17 @@ class Signaling:
         actor = claims.actor()
         # A bad offer is refused before the join, so that it leaves no event in the room.
         checked = self.media.check(offer, actor.role, direction)
-        joined = await self._command(room_id, Join(), actor)
+        await self.presence.hold(room_id)
+        joined = await self._command(room_id, AttachSession(worker=self.presence.worker_id), actor)
         start = self.media.publish if direction == "publish" else self.media.receive
         try:
             session, answer = await start(room_id, actor, checked)
         except BadOffer:
             if joined:  # undo only the join this request made, not one made by a command
-                await self._leave_if_gone(room_id, actor)
+                await self._leave_if_gone(room_id, actor, direction)
             raise
+        if direction == "publish" and actor.role is Role.SUPERVISOR:
+            await self.commands.handle(room_id, StopWhisper(), actor)  # asked before: not now
         location = f"/rooms/{room_id}/{PATHS[direction]}/{session.id}"
         return Response(answer, 201, {"Location": location}, "application/sdp")
 
@@ -103,26 +124,53 @@ class Signaling:
         if session is None or (session.actor.subject, session.direction) != (claims.sub, direction):
             raise NotFound("no such session of yours in this room")
         await self.media.end(session)
-        await self._leave_if_gone(room_id, claims.actor())
+        await self._leave_if_gone(room_id, claims.actor(), direction)
         return Response(status_code=200)
 
-    async def _command(self, room_id: str, command: RoomCommand, actor: Actor) -> bool:
+    async def attach_again(self) -> None:
+        """Attach every live session again (this worker's lease had lapsed, and another may
+        have ended the presences it held): its people rejoin, coaches in silent monitor."""
+        for room_id, room in list(self.media.rooms.items()):
+            await self.presence.hold(room_id)
+            actors = {s.actor.subject: s.actor for s in room.sessions.values()}
+            for actor in actors.values():
+                attach = AttachSession(worker=self.presence.worker_id)
+                await self.commands.handle(room_id, attach, actor)
+
+    async def _command(
+        self, room_id: str, command: RoomCommand | SessionCommand, actor: Actor
+    ) -> bool:
         """Whether ``command`` stored events (False: it changed nothing); 409 if rejected."""
         outcome = await self.commands.handle(room_id, command, actor)
         if isinstance(outcome, Rejection):
             raise CommandRejected(outcome.reason)
         return isinstance(outcome, Accepted)
 
-    async def _leave_if_gone(self, room_id: str, actor: Actor) -> None:
-        """The participant leaves once none of their sessions is left in the room."""
+    async def _leave_if_gone(self, room_id: str, actor: Actor, ended: Direction) -> None:
+        """The participant leaves once none of their sessions is left in the room; a coach
+        whose publish session ended stops whispering (silent monitor, while they receive)."""
         room = self.media.rooms.get(room_id)
-        if room is None or all(s.actor.subject != actor.subject for s in room.sessions.values()):
-            outcome = await self.commands.handle(room_id, Leave(), actor)
-            if isinstance(outcome, Rejection):
-                log.info("%s could not leave %s: %s", actor.subject, room_id, outcome.reason)
+        mine = (
+            []
+            if room is None
+            else [s for s in room.sessions.values() if s.actor.subject == actor.subject]
+        )
+        if not mine:
+            command: RoomCommand | SessionCommand = EndPresence(
+                subject=actor.subject,
+                reason=LeaveReason.SESSION_ENDED,
+                worker=self.presence.worker_id,
+            )
+        elif ended == "publish" and actor.role is Role.SUPERVISOR:
+            command = StopWhisper()
+        else:
+            return
+        outcome = await self.commands.handle(room_id, command, actor)
+        if isinstance(outcome, Rejection):
+            log.info("%s could not leave %s: %s", actor.subject, room_id, outcome.reason)
 
     def _session_lost(self, session: Session) -> None:
-        leave = self._leave_if_gone(session.room_id, session.actor)
+        leave = self._leave_if_gone(session.room_id, session.actor, session.direction)
         task = asyncio.get_running_loop().create_task(leave)
         self._leaving.add(task)
         task.add_done_callback(self._leaving.discard)

@@ -21,7 +21,7 @@ import redis.asyncio as redis
 from aiortc import RTCConfiguration, RTCPeerConnection
 from starlette.applications import Starlette
 
-from events.room import ParticipantJoined, ParticipantLeft, Role, RoomEvent
+from events.room import LeaveReason, ParticipantJoined, ParticipantLeft, Role, RoomEvent
 from events.store import EventStore
 from services.bench.participants import Participant, ToneTrack
 from services.media.plane import MediaPlane
@@ -47,6 +47,12 @@ class Service(NamedTuple):
 
     async def events(self) -> list[RoomEvent]:
         return [envelope.event for envelope in await EventStore(self.redis).read(ROOM)]
+
+    @property
+    def worker(self) -> str:
+        """The identity of the service's worker, which its sessions' joins name."""
+        worker: str = self.app.state.api.presence.worker_id
+        return worker
 
 
 class Observed(NamedTuple):
@@ -433,7 +439,7 @@ async def test_joining_follows_the_first_post_and_leaving_the_last_delete(
 
     await agent.publish(ToneTrack(800))
     assert await service.events() == [
-        ParticipantJoined(subject="agent-1", role=Role.AGENT, name="Agent-1")
+        ParticipantJoined(subject="agent-1", role=Role.AGENT, name="Agent-1", worker=service.worker)
     ]
     await agent.receive(1 + COACH_SLOTS)
     assert len(await service.events()) == 1
@@ -446,7 +452,9 @@ async def test_joining_follows_the_first_post_and_leaving_the_last_delete(
 
     deleted = await service.http.delete(whep, headers=agent.headers)
     assert deleted.status_code == 200
-    assert (await service.events())[1:] == [ParticipantLeft(subject="agent-1")]
+    assert (await service.events())[1:] == [
+        ParticipantLeft(subject="agent-1", reason=LeaveReason.SESSION_ENDED)
+    ]
     assert ROOM not in service.media.rooms
 
 
@@ -479,7 +487,8 @@ async def left(service: Service, subject: str, within_s: float) -> float:
     """Seconds until ``subject`` left the room, failing after ``within_s``."""
     start = time.monotonic()
     async with asyncio.timeout(within_s):
-        while ParticipantLeft(subject=subject) not in await service.events():
+        gone = ParticipantLeft(subject=subject, reason=LeaveReason.SESSION_ENDED)
+        while gone not in await service.events():
             await asyncio.sleep(0.05)
     return time.monotonic() - start
 

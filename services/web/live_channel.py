@@ -26,16 +26,24 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import datetime as dt
+import logging
 import time
 
 import msgspec
 from starlette.websockets import WebSocket
 
-from events.errors import InvalidRoomId
+from events.errors import EarpieceError, InvalidRoomId
 from events.keys import check_room_id
 from events.room import Role
 from events.store import EventStore
-from projections.commands import RoomCommand
+from projections.commands import (
+    Leave,
+    PressTalk,
+    ReleaseTalk,
+    RoomCommand,
+    StopMonitor,
+    StopWhisper,
+)
 from projections.decider import Rejection
 from projections.views import RoomView, view_for
 from services.auth import Claims, TokenVerifier
@@ -74,7 +82,25 @@ class Ack(msgspec.Struct, frozen=True, tag="ack"):
     outcome: str
 
 
+log = logging.getLogger(__name__)
+
 _command_decoder = msgspec.json.Decoder(CommandMessage)
+
+
+class PushToTalk:
+    """Whether this socket's page holds the push-to-talk button: pressed through it and not
+    released since. When the socket ends with it held, the server releases it."""
+
+    def __init__(self) -> None:
+        self.held = False
+
+    def follow(self, command: RoomCommand, outcome: object) -> None:
+        if isinstance(outcome, Rejection):
+            return
+        if isinstance(command, PressTalk):
+            self.held = True
+        elif isinstance(command, ReleaseTalk | StopWhisper | StopMonitor | Leave):
+            self.held = False
 
 
 class TokenBucket:
@@ -128,12 +154,17 @@ class LiveChannel:
         )
         if claims is None:
             return
-        async with closed_as_it_ends(websocket, log_as=f"live {room_id}"):
-            await send_message(websocket, await self._hello(room_id, claims))
-            async with asyncio.TaskGroup() as group:
-                group.create_task(self._send_views(websocket, room_id, claims))
-                group.create_task(expire_after(self.verifier.expires_in_s(claims)))
-                await self._serve_commands(websocket, room_id, claims)
+        talk = PushToTalk()
+        try:
+            async with closed_as_it_ends(websocket, log_as=f"live {room_id}"):
+                await send_message(websocket, await self._hello(room_id, claims))
+                async with asyncio.TaskGroup() as group:
+                    group.create_task(self._send_views(websocket, room_id, claims))
+                    group.create_task(expire_after(self.verifier.expires_in_s(claims)))
+                    await self._serve_commands(websocket, room_id, claims, talk)
+        finally:
+            if talk.held:  # a press never outlives the page that made it
+                await self._release_talk(room_id, claims)
 
     async def _hello(self, room_id: str, claims: Claims) -> Hello:
         slots = slot_names(claims.role, self.coach_slots)
@@ -152,7 +183,15 @@ class LiveChannel:
                     await send_message(websocket, ViewMessage(view))
                     sent = view
 
-    async def _serve_commands(self, websocket: WebSocket, room_id: str, claims: Claims) -> None:
+    async def _release_talk(self, room_id: str, claims: Claims) -> None:
+        try:
+            await self.commands.handle(room_id, ReleaseTalk(), claims.actor())
+        except EarpieceError as exc:  # the store is away: the worker's presence ends it later
+            log.warning("live %s: could not release %s's talk: %s", room_id, claims.sub, exc)
+
+    async def _serve_commands(
+        self, websocket: WebSocket, room_id: str, claims: Claims, talk: PushToTalk
+    ) -> None:
         bucket = TokenBucket(self.commands_per_s, self.burst)
         actor = claims.actor()
         while True:  # until the page goes: WebSocketDisconnect
@@ -172,6 +211,7 @@ class LiveChannel:
                 )
                 continue
             outcome = await self.commands.handle(room_id, message.command, actor)
+            talk.follow(message.command, outcome)
             if isinstance(outcome, Rejection):
                 reply: Ack | ErrorMessage = ErrorMessage(
                     error="rejected", detail=outcome.reason, id=message.id

@@ -269,9 +269,10 @@ def _refusal(state: RoomState, command: RoomCommand, actor: Actor) -> Rejection 
 
 
 def _attach_session(state: RoomState, actor: Actor, worker: str) -> list[RoomEvent] | Rejection:
-    """Join through a session on ``worker``. Fail closed: a coach whose presence was held by
-    another worker (their sessions were lost with it) is back in silent monitor at best, and
-    must ask again to whisper."""
+    """Join through a session on ``worker``. Fail closed: a coach is heard only through a live
+    session and a whisper asked for during it, so one whose presence was held otherwise (no
+    session yet, or sessions lost with another worker) is in silent monitor at best, and must
+    ask again to whisper."""
     refusal = _refusal(state, commands.Join(), actor)
     if refusal is not None:
         return refusal
@@ -281,8 +282,7 @@ def _attach_session(state: RoomState, actor: Actor, worker: str) -> list[RoomEve
     if participant.worker == worker:
         return []
     coach = state.coaches.get(actor.subject, Coach())
-    lost = _stop_whisper(actor.subject, coach) if participant.worker else []
-    return [*lost, _joined(actor, worker)]
+    return [*_stop_whisper(actor.subject, coach), _joined(actor, worker)]
 
 
 def _end_presence(

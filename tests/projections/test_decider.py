@@ -665,7 +665,14 @@ def test_a_session_on_the_worker_already_holding_the_participant_changes_nothing
 
 
 def test_a_session_after_an_http_join_moves_the_presence_onto_its_worker() -> None:
-    given(*WHISPERING).when(COACH, commands.AttachSession(worker="w1")).then(joined(COACH, "w1"))
+    given(*MONITORING).when(COACH, commands.AttachSession(worker="w1")).then(joined(COACH, "w1"))
+
+
+def test_a_whisper_asked_before_any_session_is_stopped_when_one_attaches() -> None:
+    # Heard only through a live session and a whisper asked for during it.
+    given(*TALKING).when(COACH, commands.AttachSession(worker="w1")).then(
+        room.TalkReleased(coach=SUP), room.WhisperStopped(coach=SUP), joined(COACH, "w1")
+    )
 
 
 def test_a_coach_back_through_another_worker_is_silent_until_they_ask_again() -> None:

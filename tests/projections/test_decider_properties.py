@@ -18,7 +18,7 @@ from hypothesis import strategies as st
 from events import room
 from events.envelope import Envelope
 from events.room import CoachMode, Role, RoomEvent, WhisperRecording
-from projections import commands
+from projections import commands, decider
 from projections.commands import Actor, RoomCommand
 from projections.decider import (
     Rejection,
@@ -271,3 +271,126 @@ def test_property_fails_once_the_routes_carry_a_coach_to_the_customer(
     )
 
     assert "the customer hears" in failure
+
+
+# --- fail closed: sessions come and go ------------------------------------------------------
+
+WORKERS = ["w1", "w2"]
+SessionStep = tuple[Actor, RoomCommand | commands.SessionCommand]
+
+
+def session_steps_of(actor: Actor) -> st.SearchStrategy[SessionStep]:
+    """What happens to ``actor``'s sessions: attached through a worker (a connect, or a
+    reconnect to a restarted one), or ended (a session lost, a worker lost, a join's grace)."""
+    attach = st.builds(commands.AttachSession, worker=st.sampled_from(WORKERS))
+    end = st.builds(
+        commands.EndPresence,
+        subject=st.just(actor.subject),
+        reason=st.sampled_from(room.LeaveReason),
+        worker=st.sampled_from(["", *WORKERS]),
+    )
+    return st.tuples(st.just(actor), st.one_of(attach, end))
+
+
+def worker_restart(worker: str) -> st.SearchStrategy[list[SessionStep]]:
+    """A worker lost: every presence it held ends, as the sweep of another worker ends them."""
+    return st.just(
+        [
+            (
+                actor,
+                commands.EndPresence(
+                    subject=actor.subject, reason=room.LeaveReason.WORKER_LOST, worker=worker
+                ),
+            )
+            for actor in ACTORS
+        ]
+    )
+
+
+@st.composite
+def reconnect_scenes(draw: st.DrawFn) -> list[SessionStep]:
+    """An audible coach whose sessions come back through a worker: random steps seldom reach
+    it (an agent and the coach both attached, a whisper, an open mic or a held button)."""
+    coach, agent = draw(st.sampled_from(WHISPERERS)), ACTORS[1]
+    first, then = draw(st.sampled_from(WORKERS)), draw(st.sampled_from(["", *WORKERS]))
+    audible = draw(
+        st.sampled_from([commands.PressTalk(), commands.SetCoachMode(mode=CoachMode.OPEN_MIC)])
+    )
+    back: RoomCommand | commands.SessionCommand = (
+        commands.Join() if not then else commands.AttachSession(worker=then)
+    )
+    return [
+        (agent, commands.AttachSession(worker=first)),
+        (coach, commands.AttachSession(worker=first)),
+        (coach, commands.StartWhisper()),
+        (coach, audible),
+        (coach, back),
+    ]
+
+
+lives = st.lists(
+    st.one_of(
+        *(steps_of(actor).map(lambda step: [step]) for actor in ACTORS + WHISPERERS),
+        *(session_steps_of(actor).map(lambda step: [step]) for actor in ACTORS + WHISPERERS),
+        *map(worker_restart, WORKERS),
+        reconnect_scenes(),
+    ),
+    min_size=20,
+    max_size=60,
+).map(lambda stretches: [step for stretch in stretches for step in stretch])
+
+
+@deterministic
+@given(steps=lives)
+def test_no_coach_is_audible_without_a_whisper_asked_since_their_latest_join(
+    steps: list[SessionStep],
+) -> None:
+    """Whatever interleaving of commands, lost sessions, reconnects and worker restarts: a coach
+    the agent hears asked to whisper after they last joined (through the session they are on)."""
+    state = initial_state(ROOM)
+    asked_since_join: dict[str, bool] = {}
+    for actor, command in steps:
+        outcome = decide(state, command, actor)
+        if isinstance(outcome, Rejection):
+            continue
+        for event in outcome:
+            match event:
+                case room.ParticipantJoined(subject=subject):
+                    asked_since_join[subject] = False
+                case room.WhisperStarted(coach=coach):
+                    asked_since_join[coach] = True
+            state = evolve(state, event)
+        agents = subjects_with(state, Role.AGENT)
+        heard = {r.producer for r in routes(state) if r.consumer in agents}
+        for coach in heard & set(state.coaches):
+            assert asked_since_join[coach], f"{coach} is heard without asking since joining"
+        assert_customer_never_hears_a_supervisor(state)
+
+
+def attach_without_failing_closed(patch: pytest.MonkeyPatch) -> None:
+    """The guard removed: a coach who attaches through another session keeps their whisper."""
+    attach = decider._attach_session
+
+    def keeping_the_whisper(
+        state: RoomState, actor: Actor, worker: str
+    ) -> list[RoomEvent] | Rejection:
+        participant = state.participants.get(actor.subject)
+        if participant is None or participant.worker == worker:
+            return attach(state, actor, worker)
+        return [decider._joined(actor, worker)]
+
+    patch.setattr(decider, "_attach_session", keeping_the_whisper)
+
+
+def test_fail_closed_property_fails_once_a_reattached_coach_keeps_their_whisper(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    prop = first_failure_of(
+        test_no_coach_is_audible_without_a_whisper_asked_since_their_latest_join, steps=lives
+    )
+
+    failure = fails_without(
+        prop, lambda: attach_without_failing_closed(monkeypatch), passes_first=False
+    )
+
+    assert "is heard without asking since joining" in failure

@@ -574,3 +574,25 @@ async def test_session_whose_client_never_connects_expires_and_frees_the_seat(
         kinds = [type(e).__name__ for e in await service.events()]
         assert kinds[:2] == ["ParticipantJoined", "ParticipantLeft"]
         assert second.status_code == 201  # the seat was free again
+
+
+async def test_publishing_again_while_alone_in_the_room_keeps_the_audio_flowing(
+    service: Service, people: list[Participant]
+) -> None:
+    # The second WHIP ends the first, which empties the room: it must join the new room's
+    # Router, not the one stopped with the old room.
+    agent = await publishing(service, people, token(Role.AGENT), 800)
+    await agent.publish(ToneTrack(800))
+    customer = Participant(service.http, ROOM, token(Role.CUSTOMER))
+    people.append(customer)
+    await customer.publish(ToneTrack(500))
+    await customer.receive(1)
+
+    async with asyncio.timeout(15):
+        while True:
+            start = time.monotonic()
+            await asyncio.sleep(1.0)
+            if customer.hears_db(800, start) >= -15:
+                break
+    room = service.media.rooms[ROOM]
+    assert room.router.producers["agent-1"].packets > 0

@@ -11,6 +11,7 @@ audit must say why each presence ended.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import signal
 import subprocess
@@ -23,10 +24,13 @@ import httpx
 import pytest
 import redis.asyncio as redis
 
-from events.room import LeaveReason, ParticipantLeft, Role
+from events.envelope import Envelope, utc_now
+from events.room import LeaveReason, MonitorStarted, ParticipantLeft, Role
 from events.store import EventStore
+from projections.audit import verify_against_stream
 from services.bench.participants import Participant, ToneTrack
 from services.redis_server import RedisServer, free_loopback_port
+from services.streams.audit_trail import AuditTrail
 from tests.support import SECRET, token
 
 pytestmark = pytest.mark.newest_redis
@@ -201,3 +205,143 @@ async def test_kill_9_mid_whisper_frees_the_seats_and_the_coach_is_silent_until_
     assert [(a["subject"], a.get("left_because")) for a in attendance[:3]] == [
         (subject, "worker_lost") for subject in ("cust", "agent", "sup-1")
     ]
+
+
+SALES_LOBBY = token(Role.SUPERVISOR, sub="sup-9", room="*", queues=["sales"])
+
+
+async def commands_under_load(
+    http: httpx.AsyncClient, room_id: str, stop: asyncio.Event, acknowledged: list[str]
+) -> None:
+    """A coach's monitor switched on and off in ``room_id`` until ``stop``; each stored command
+    is counted. Failures while Redis is away are expected: they are not acknowledged."""
+    coach = token(Role.SUPERVISOR, sub="sup-1", room=room_id, queue="sales")
+    agent = token(Role.AGENT, sub="agent-1", room=room_id, queue="sales")
+    steps = [(agent, "join"), (coach, "join")]
+    deadline = time.monotonic() + 60  # bounded, whatever happens
+    step = 0
+    while not stop.is_set() and time.monotonic() < deadline:
+        monitor = (coach, "start_monitor" if step % 2 else "stop_monitor")
+        bearer, command = steps[step] if step < len(steps) else monitor
+        try:
+            response = await http.post(
+                f"/rooms/{room_id}/commands",
+                json={"command": command},
+                headers={"authorization": f"Bearer {bearer}"},
+            )
+        except httpx.TransportError:
+            response = None
+        if response is not None and response.status_code == 201:
+            acknowledged.append(room_id)
+        await asyncio.sleep(0.05 if response is None or response.status_code >= 500 else 0.01)
+        step += 1
+
+
+async def healthy_within(http: httpx.AsyncClient, within_s: float) -> float:
+    start = time.monotonic()
+    async with asyncio.timeout(within_s):
+        while True:
+            with contextlib.suppress(httpx.TransportError):
+                if (await http.get("/healthz")).status_code == 200:
+                    return time.monotonic() - start
+            await asyncio.sleep(0.05)
+
+
+async def caught_up_within(client: redis.Redis, rooms: list[str], within_s: float) -> None:
+    """Until every room's audit verifies against its stream and its lobby entry is from its
+    newest version: both projections have caught up by themselves."""
+    store = EventStore(client)
+    trail = AuditTrail(store)
+    async with asyncio.timeout(within_s):
+        for room_id in rooms:
+            while True:
+                envelopes = await store.read(room_id)
+                records = await trail.records(room_id)
+                lobby_version = await client.get(store.keys.lobby_version(room_id))
+                verified = verify_against_stream(records, envelopes).ok
+                if verified and int(lobby_version or 0) == len(envelopes):
+                    break
+                await asyncio.sleep(0.1)
+
+
+async def test_a_10_s_redis_outage_under_load_heals_by_itself(
+    redis_server: RedisServer, tmp_path: Path
+) -> None:
+    # Its own Redis, killed with SIGKILL and started again on the same port and data.
+    own = RedisServer(tmp_path / "redis", binary=redis_server.binary)
+    own.start()
+    service = ServiceProcess(own.url, tmp_path / "data")
+    client = redis.Redis.from_url(own.url)
+    rooms = [f"room-{n}" for n in range(8)]
+    acknowledged: list[str] = []
+    stop = asyncio.Event()
+    try:
+        service.start()
+        async with httpx.AsyncClient(base_url=service.url, timeout=10) as http:
+            load = [
+                asyncio.create_task(commands_under_load(http, r, stop, acknowledged)) for r in rooms
+            ]
+            await asyncio.sleep(2)
+            before_outage = len(acknowledged)
+            own.kill()
+            await asyncio.sleep(10)
+            assert (await http.get("/healthz")).status_code == 503
+            own.start()
+            back_s = await healthy_within(http, within_s=15)
+            await asyncio.sleep(2)  # the load goes on after the outage too
+            stop.set()
+            await asyncio.gather(*load)
+            await caught_up_within(client, rooms, within_s=30)
+
+            assert before_outage > 0
+            assert len(acknowledged) > before_outage
+            assert back_s < 10
+            stored = {r: len(await EventStore(client).read(r)) for r in rooms}
+            assert sum(stored.values()) >= len(acknowledged)  # nothing acknowledged was lost
+            lobby = await http.get("/lobby", headers={"authorization": f"Bearer {SALES_LOBBY}"})
+            assert lobby.status_code == 200
+    finally:
+        stop.set()
+        service.stop()
+        await client.aclose()
+        own.stop()
+
+
+async def test_poison_feed_entries_are_set_aside_and_the_next_event_is_audited_at_once(
+    service: ServiceProcess, redis_client: redis.Redis
+) -> None:
+    store = EventStore(redis_client)
+    feed = store.keys.feed(0)
+    ghost = Envelope(
+        event_id="ghost-7",
+        room_id="ghost",
+        version=7,  # the room's stream has no such version
+        time=utc_now(),
+        actor="x",
+        event=MonitorStarted(coach="sup-1"),
+    )
+    await redis_client.xadd(feed, {"e": b"{not json"})
+    await redis_client.xadd(feed, {"e": store.codec.encode(ghost)})
+    async with httpx.AsyncClient(base_url=service.url, timeout=10) as http:
+        await asyncio.sleep(0.5)  # the groups meet both before the real event
+        joined = await http.post(
+            f"/rooms/{ROOM}/commands",
+            json={"command": "join"},
+            headers={"authorization": f"Bearer {token(Role.AGENT)}"},
+        )
+        assert joined.status_code == 201
+        stored = time.monotonic()
+        trail = AuditTrail(store)
+        async with asyncio.timeout(1.0):
+            while not await trail.records(ROOM):
+                await asyncio.sleep(0.01)
+        audited_s = time.monotonic() - stored
+
+    set_aside = [
+        fields
+        for _id, fields in await redis_client.xrange(store.keys.quarantine(0))
+        if fields[b"group"] == b"audit"
+    ]
+    assert [fields[b"e"] for fields in set_aside] == [b"{not json", store.codec.encode(ghost)]
+    assert b"has no version 1" in set_aside[1][b"reason"]
+    assert audited_s < 1.0

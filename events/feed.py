@@ -35,6 +35,9 @@ from events.store import raise_if_cancelling
 log = logging.getLogger(__name__)
 
 Handler = Callable[[Envelope], Awaitable[None]]
+BatchHandler = Callable[[list[Envelope]], Awaitable[None]]
+"""Handles a whole batch at once (say, one catch-up per room); a failure falls back to the
+per-envelope handler, entry by entry, with its retries and quarantine."""
 StreamId = tuple[int, int]
 Entry = tuple[bytes, dict[bytes, bytes] | None]
 
@@ -76,18 +79,29 @@ class FeedConsumer:
         except RedisError as exc:  # ConnectionError, TimeoutError: Redis is away
             raise StoreUnavailable(f"creating group {self.group!r} failed: {exc}") from exc
 
-    async def run(self, handler: Handler, on_progress: Callable[[], None] = lambda: None) -> None:
+    async def run(
+        self,
+        handler: Handler,
+        on_progress: Callable[[], None] = lambda: None,
+        batch_handler: BatchHandler | None = None,
+    ) -> None:
         """Consume until cancelled; ``on_progress`` is called after each answered read."""
         await self.ensure_group()
         # Our own pending entries first: what this consumer name held when it last stopped.
-        while await self.consume_once(handler, own_pending=True):
+        while await self.consume_once(handler, own_pending=True, batch_handler=batch_handler):
             on_progress()
         while True:
             raise_if_cancelling()
-            await self.consume_once(handler)
+            await self.consume_once(handler, batch_handler=batch_handler)
             on_progress()
 
-    async def consume_once(self, handler: Handler, *, own_pending: bool = False) -> int:
+    async def consume_once(
+        self,
+        handler: Handler,
+        *,
+        own_pending: bool = False,
+        batch_handler: BatchHandler | None = None,
+    ) -> int:
         """Handle one batch: stale entries claimed from dead members first, else new ones.
 
         Returns how many entries were handled (or quarantined).
@@ -97,7 +111,10 @@ class FeedConsumer:
                 entries = await self._read_group("0", block=False)
             else:
                 entries = await self._claim_stale() or await self._read_group(">", block=True)
-            for entry_id, fields in entries:
+            left = entries
+            if batch_handler is not None and len(entries) > 1:
+                left = await self._handle_batch(entries, batch_handler)
+            for entry_id, fields in left:
                 await self._handle(entry_id, fields, handler)
         except RedisError as exc:
             raise StoreUnavailable(f"consuming {self.feed!r} as {self.group!r} failed") from exc
@@ -120,6 +137,32 @@ class FeedConsumer:
         # Redis 6.2 answers [cursor, entries]; 7.x adds a third item, the deleted ids.
         entries: list[Entry] = reply[1]
         return entries
+
+    async def _handle_batch(self, entries: list[Entry], batch_handler: BatchHandler) -> list[Entry]:
+        """Hand every readable entry to ``batch_handler`` and acknowledge them in one call;
+        what it fails on is returned, for the per-envelope handler."""
+        readable: list[tuple[Entry, Envelope]] = []
+        for entry_id, fields in entries:
+            if not fields:
+                await self._ack(entry_id)
+                continue
+            try:
+                readable.append(((entry_id, fields), self.codec.decode(fields.get(b"e", b""))))
+            except MalformedEvent as exc:
+                await self._quarantine(entry_id, fields, exc.reason)
+        if not readable:
+            return []
+        try:
+            await batch_handler([envelope for _entry, envelope in readable])
+        except asyncio.CancelledError:
+            raise
+        except (StoreUnavailable, RedisError):
+            raise
+        except Exception as exc:
+            log.info("batch of %d on %s failed (%r): one by one", len(readable), self.feed, exc)
+            return [entry for entry, _envelope in readable]
+        await self.client.xack(self.feed, self.group, *(entry_id for (entry_id, _), _ in readable))
+        return []
 
     async def _handle(
         self, entry_id: bytes, fields: dict[bytes, bytes] | None, handler: Handler
@@ -194,8 +237,10 @@ async def run_group(
     keys: KeySpace,
     codec: EnvelopeCodec,
     block_ms: int = 1000,
+    batch_handler: BatchHandler | None = None,
 ) -> None:
-    """One member of ``group`` on every partition's feed, handing envelopes to ``handler``.
+    """One member of ``group`` on every partition's feed, handing envelopes to ``handler``
+    (whole batches to ``batch_handler``, if given).
 
     Runs until cancelled, through Redis outages of any length (capped back-off).
     """
@@ -216,7 +261,9 @@ async def run_group(
         try:
             async with asyncio.TaskGroup() as running:
                 for member in members:
-                    running.create_task(member.run(handler, on_progress=backoff.reset))
+                    running.create_task(
+                        member.run(handler, on_progress=backoff.reset, batch_handler=batch_handler)
+                    )
         except* StoreUnavailable as failures:
             log.warning(
                 "group %r paused, retrying in %.1fs: %s",

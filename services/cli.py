@@ -8,6 +8,7 @@
     earpiece bench store                    event store benchmark (docs/BENCHMARKS.md)
     earpiece bench media [--quick]          media plane against aiortc's MediaRelay, on loopback
     earpiece bench pages [--pages 10,100]   open pages of a room: one shared follower vs one each
+    earpiece bench audit                    the audit projection's events/s against commands/s
 
 Settings come from the environment (README, "Configuration"), read here and nowhere else.
 """
@@ -163,6 +164,10 @@ def parser() -> argparse.ArgumentParser:
     media_bench.add_argument("--degraded-ms", type=float, help="p99 rise that stops (20)")
     media_bench.add_argument("--soak-seconds", type=float, help="memory soak duration (60)")
     media_bench.add_argument("--soak-rooms", type=int, help="rooms alive at once in the soak (3)")
+    audit_bench = bench_commands.add_parser("audit", help="audit events/s against commands/s")
+    audit_bench.add_argument("--rooms", type=int, default=20, help="rooms, both phases")
+    audit_bench.add_argument("--seconds", type=float, default=5.0, help="of commands")
+    audit_bench.add_argument("--events", type=int, default=1000, help="backlog per room")
     pages_bench = bench_commands.add_parser("pages", help="open pages: shared vs own follower")
     pages_bench.add_argument(
         "--pages", default="10,100,500", help="page counts to run, comma-separated"
@@ -179,6 +184,10 @@ def run_bench(args: argparse.Namespace) -> int:
 
                 asyncio.run(run_media_bench(options_from(args)))
                 return 0
+            case "audit":
+                from services.bench.audit import run_audit_bench
+
+                return asyncio.run(run_audit_bench(args.rooms, args.seconds, args.events))
             case "pages":
                 from services.bench.pages import run_pages_bench
 

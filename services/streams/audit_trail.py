@@ -75,6 +75,14 @@ class AuditTrail:
     async def handle(self, envelope: Envelope) -> None:
         await self.catch_up(envelope.room_id, through_version=envelope.version)
 
+    async def handle_batch(self, envelopes: list[Envelope]) -> None:
+        """One catch-up per room of the batch, to the newest version it names."""
+        newest: dict[str, int] = {}
+        for envelope in envelopes:
+            newest[envelope.room_id] = max(newest.get(envelope.room_id, 0), envelope.version)
+        for room_id, version in newest.items():
+            await self.catch_up(room_id, through_version=version)
+
     async def _append(self, room_id: str, last: AuditRecord | None, batch: list[Envelope]) -> int:
         """Chain ``batch`` after ``last`` and write it in one round trip (a pipeline)."""
         key = self.store.keys.audit(room_id)
@@ -90,11 +98,13 @@ async def run_audit_projection(
     client: redis.Redis, store: EventStore, *, consumer: str, block_ms: int = 1000
 ) -> None:
     """One member of the audit group on every partition's feed, until cancelled."""
+    trail = AuditTrail(store)
     await run_group(
         client,
         group=AUDIT_GROUP,
         consumer=consumer,
-        handler=AuditTrail(store).handle,
+        handler=trail.handle,
+        batch_handler=trail.handle_batch,
         keys=store.keys,
         codec=store.codec,
         block_ms=block_ms,

@@ -142,6 +142,49 @@ async def test_entry_whose_handler_keeps_failing_is_quarantined_after_max_delive
     assert (await redis_client.xpending(member.feed, "audit"))["pending"] == 0
 
 
+async def test_a_batch_handler_takes_the_whole_batch_and_it_is_acknowledged_at_once(
+    store: EventStore, redis_client: redis.Redis
+) -> None:
+    await append_monitors(store, "room-1", 3)
+    batches: list[list[int]] = []
+
+    async def one_by_one(envelope: Envelope) -> None:
+        raise AssertionError("the batch handler took them all")
+
+    async def batch(envelopes: list[Envelope]) -> None:
+        batches.append([e.version for e in envelopes])
+
+    member = consumer(redis_client, "c1")
+    await member.ensure_group()
+    await member.consume_once(one_by_one, batch_handler=batch)
+
+    assert batches == [[1, 2, 3]]
+    assert (await redis_client.xpending(member.feed, "audit"))["pending"] == 0
+
+
+async def test_a_failed_batch_is_handled_again_entry_by_entry(
+    store: EventStore, redis_client: redis.Redis
+) -> None:
+    await append_monitors(store, "room-1", 3)
+    seen: list[int] = []
+
+    async def one_by_one(envelope: Envelope) -> None:
+        if envelope.version == 2:
+            raise InconsistentEntry("room 'room-1' has no version 2")
+        seen.append(envelope.version)
+
+    async def batch(envelopes: list[Envelope]) -> None:
+        raise InconsistentEntry("one of them is bad")
+
+    member = consumer(redis_client, "c1")
+    await member.ensure_group()
+    await member.consume_once(one_by_one, batch_handler=batch)
+
+    assert seen == [1, 3]
+    assert await redis_client.xlen(store.keys.quarantine(0)) == 1
+    assert (await redis_client.xpending(member.feed, "audit"))["pending"] == 0
+
+
 async def test_an_entry_its_handler_finds_inconsistent_is_quarantined_at_once(
     store: EventStore, redis_client: redis.Redis
 ) -> None:

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import os
 import signal
 import subprocess
@@ -34,6 +35,7 @@ from services.streams.audit_trail import AuditTrail
 from tests.support import SECRET, token
 
 pytestmark = pytest.mark.newest_redis
+log = logging.getLogger(__name__)
 
 TONES = {"cust": 500.0, "agent": 800.0, "sup-1": 1300.0}
 ROLES = {"cust": Role.CUSTOMER, "agent": Role.AGENT, "sup-1": Role.SUPERVISOR}
@@ -186,6 +188,7 @@ async def test_kill_9_mid_whisper_frees_the_seats_and_the_coach_is_silent_until_
     left = await left_for(store, within_s=15)
     seats_free_s = time.monotonic() - killed
 
+    log.info("seats free %.1f s after kill -9 (the restart included)", seats_free_s)
     assert left == dict.fromkeys(TONES, LeaveReason.WORKER_LOST)
     assert seats_free_s < 10
     for person in call.people.values():
@@ -193,6 +196,7 @@ async def test_kill_9_mid_whisper_frees_the_seats_and_the_coach_is_silent_until_
     for subject in ("cust", "agent", "sup-1"):  # the clients reconnect, with new sessions
         await call.connect(subject)
     await call.hear({"agent": {"cust"}, "cust": {"agent"}, "sup-1": set()})  # rejoined: idle
+    log.info("back on the call %.1f s after kill -9", time.monotonic() - killed)
 
     await call.command("sup-1", "start_whisper")  # the coach asks again
     await call.command("sup-1", "press_talk")
@@ -288,6 +292,7 @@ async def test_a_10_s_redis_outage_under_load_heals_by_itself(
             assert (await http.get("/healthz")).status_code == 503
             own.start()
             back_s = await healthy_within(http, within_s=15)
+            log.info("/healthz 200 again %.1f s after Redis was started again", back_s)
             await asyncio.sleep(2)  # the load goes on after the outage too
             stop.set()
             await asyncio.gather(*load)

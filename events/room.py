@@ -45,6 +45,8 @@ class LeaveReason(enum.StrEnum):
     """The worker process hosting their sessions stopped renewing its lease (crash, hang)."""
     WORKER_STOPPED = "worker_stopped"
     """The worker process hosting their sessions shut down."""
+    CREDENTIALS_EXPIRED = "credentials_expired"
+    """A supervisor's token expired: their monitoring ends with their authorization."""
     NO_SESSION = "no_session"
     """They joined without media (an HTTP ``join``) and no session followed in the grace period."""
 

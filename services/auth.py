@@ -12,6 +12,15 @@ Public keys come from a PEM or from the issuer's JWKS (``JwksKeys``): PyJWKClien
 and the token's ``kid`` picks the key. Fetching the set is blocking I/O, so async code calls
 ``TokenVerifier.verify_async``, which goes to a thread only when the cache cannot answer.
 
+Lifetimes. A token is checked when a request or socket comes in, and a socket's for its whole
+life. Customers and agents must not lose their call when the token they joined with expires:
+their live socket stays open and hands them *resume tokens* (``RESUME_AUDIENCE``, HS256 with the
+service's own resume key, ``RESUME_TTL_S`` long, renewed while the socket lives), good for their
+own room and role only, with which the page reconnects its socket and media. Supervisors get
+none: their authorization is the issuer's to extend, so their socket closes and their media
+sessions end when their token expires (a compliance product stops monitoring when the right
+to monitor ends).
+
 A refusal is an ``AuthError`` (services/errors.py): ``TokenRefused`` for a token to refuse (a
 new token may do), ``AccessDenied`` for a valid token of another room, ``IssuerUnavailable`` when
 the JWKS cannot be fetched: the token may well be good, the client should retry later rather
@@ -34,6 +43,13 @@ from services.errors import AccessDenied, IssuerUnavailable, TokenRefused
 from services.settings import ASYMMETRIC_ALGORITHMS, SYMMETRIC_ALGORITHMS, PublicKey, Settings
 
 REQUIRED_CLAIMS = ["exp", "aud", "iss", "sub", "name", "room", "role"]
+
+RESUME_AUDIENCE = "earpiece-resume"
+"""The ``aud`` of the service's own resume tokens (never an issuer's audience)."""
+RESUME_ISSUER = "earpiece"
+RESUME_TTL_S = 600
+"""A resume token's life: the live socket hands out a new one every half of it."""
+RESUMABLE = frozenset({Role.CUSTOMER, Role.AGENT})
 
 
 ANY_ROOM = "*"
@@ -114,6 +130,7 @@ class TokenVerifier:
         algorithms: tuple[str, ...] = ("HS256",),
         leeway_s: float = 0,
         queue_of: Callable[[str], Awaitable[str]] | None = None,
+        resume_key: str | None = None,
     ) -> None:
         allowed = SYMMETRIC_ALGORITHMS if isinstance(key, str | bytes) else ASYMMETRIC_ALGORITHMS
         if not algorithms or not set(algorithms) <= allowed:
@@ -126,6 +143,7 @@ class TokenVerifier:
         self._algorithms = list(algorithms)
         self._leeway_s = leeway_s
         self._queue_of = queue_of
+        self._resume_key = resume_key
 
     def verify(self, token: str, room_id: str) -> Claims:
         """The token's claims, if it is valid and names ``room_id``; AuthError otherwise.
@@ -152,8 +170,26 @@ class TokenVerifier:
         """Seconds until a token with ``claims`` is refused (its expiry, with the leeway)."""
         return claims.exp + self._leeway_s - time.time()
 
+    def resume_token(self, claims: Claims) -> str | None:
+        """A resume token for the participant ``claims`` name (None for supervisors)."""
+        if self._resume_key is None or claims.role not in RESUMABLE or claims.room == ANY_ROOM:
+            return None
+        return mint_token(
+            self._resume_key,
+            subject=claims.sub,
+            name=claims.name,
+            room=claims.room,
+            role=claims.role,
+            queue=claims.queue,
+            audience=RESUME_AUDIENCE,
+            issuer=RESUME_ISSUER,
+            ttl_s=RESUME_TTL_S,
+        )
+
     async def claims_async(self, token: str) -> Claims:
         """The claims of a valid token, whatever room it names (for the supervisors' lobby)."""
+        if self._resume_key is not None and _audience_of(token) == RESUME_AUDIENCE:
+            return self._resumed(token, self._resume_key)
         key = self._key
         if isinstance(key, JwksKeys):
             kid = _kid(token)
@@ -162,6 +198,27 @@ class TokenVerifier:
                 jwk = await asyncio.to_thread(key.fetch, kid)
             return self._decoded(token, jwk)
         return self._decoded(token, key)
+
+    def _resumed(self, token: str, key: str) -> Claims:
+        """A resume token's claims: HS256 with the service's own key, for customers and agents
+        of one room; nothing else is accepted under that audience."""
+        try:
+            payload = jwt.decode(
+                token,
+                key,
+                algorithms=["HS256"],
+                audience=RESUME_AUDIENCE,
+                issuer=RESUME_ISSUER,
+                options={"require": REQUIRED_CLAIMS},
+            )
+            claims = msgspec.convert(payload, Claims)
+        except jwt.PyJWTError as exc:
+            raise TokenRefused(f"invalid resume token: {exc}") from exc
+        except msgspec.ValidationError as exc:
+            raise TokenRefused(f"invalid resume token claims: {exc}") from exc
+        if claims.role not in RESUMABLE or claims.room == ANY_ROOM or claims.whisper:
+            raise TokenRefused("invalid resume token: only a customer's or an agent's, for a room")
+        return claims
 
     def _decoded(self, token: str, key: str | bytes | PublicKey | jwt.PyJWK) -> Claims:
         try:
@@ -197,6 +254,14 @@ def _check_room(claims: Claims, room_id: str, *, room_queue: str | None) -> None
         raise AccessDenied(f"token is for room {claims.room!r}, not {room_id!r}")
 
 
+def _audience_of(token: str) -> object:
+    """The ``aud`` of a token not yet verified, only to pick the key that will verify it."""
+    try:
+        return jwt.decode(token, options={"verify_signature": False}).get("aud")
+    except jwt.PyJWTError:
+        return None  # the issuer's verification says what is wrong with it
+
+
 def _kid(token: str) -> str:
     try:
         kid = jwt.get_unverified_header(token).get("kid")
@@ -228,6 +293,7 @@ def verifier_from_settings(
         algorithms=settings.jwt_algorithms,
         leeway_s=settings.jwt_leeway_s,
         queue_of=queue_of,
+        resume_key=settings.resume_key(),
     )
 
 

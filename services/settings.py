@@ -6,6 +6,7 @@ environment variable to fix, JWT settings that would verify the wrong tokens.
 
 from __future__ import annotations
 
+import hmac
 import ipaddress
 import os
 import secrets
@@ -46,6 +47,10 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     redis_appendfsync: str = "always"
     jwt_secret: str | None = None
     """HS* key for development; None: one is made and kept in ``data_dir/jwt-secret``."""
+    resume_secret: str | None = None
+    """Key of the resume tokens the service gives the customers and agents on a call; None:
+    derived from ``jwt_secret``, or (with an issuer's public keys) a random one of this process,
+    so that several workers behind one front need it set, the same for all."""
     jwt_audience: str = "earpiece"
     jwt_issuer: str = "earpiece"
     jwt_algorithms: tuple[str, ...] = ("HS256",)
@@ -145,6 +150,7 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
             "EARPIECE_SNAPSHOT_EVERY": "snapshot_every",
             "EARPIECE_REDIS_APPENDFSYNC": "redis_appendfsync",
             "EARPIECE_JWT_SECRET": "jwt_secret",
+            "EARPIECE_RESUME_SECRET": "resume_secret",
             "EARPIECE_JWT_AUDIENCE": "jwt_audience",
             "EARPIECE_JWT_ISSUER": "jwt_issuer",
             "EARPIECE_JWT_ALGORITHMS": "jwt_algorithms",
@@ -185,6 +191,16 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
             path.touch(mode=0o600)
             path.write_text(secrets.token_urlsafe(32))
         return path.read_text().strip()
+
+    def resume_key(self) -> str:
+        """The key of resume tokens: the configured one; with a shared JWT secret, one derived
+        from it (so that every worker sharing it agrees); else a random one."""
+        if self.resume_secret:
+            return self.resume_secret
+        if self.public_key() is None and self.jwt_jwks_url is None:
+            derived = hmac.new(self.signing_secret().encode(), b"earpiece-resume", "sha256")
+            return derived.hexdigest()
+        return secrets.token_urlsafe(32)  # this process only: set it for several workers
 
     def public_key(self) -> PublicKey | None:
         """The issuer's key from ``jwt_public_key`` (read once, at startup), checked against the

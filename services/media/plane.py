@@ -24,7 +24,7 @@ from aiortc.mediastreams import MediaStreamTrack
 
 from events.errors import StoreUnavailable
 from events.retry import Backoff
-from events.room import Role
+from events.room import LeaveReason, Role
 from events.store import EventStore
 from projections.commands import Actor
 from services.errors import BadOffer, SessionReplaced
@@ -65,6 +65,8 @@ class Session:
         self.actor = actor
         self.direction = direction
         self.pc = pc
+        self.ended_because = LeaveReason.SESSION_ENDED
+        """Why it ended, for the participant's leave if it was their last."""
 
 
 class MediaRoom:
@@ -247,6 +249,18 @@ class MediaPlane:
             raise SessionReplaced(
                 "this session ended while it was being set up: a newer one of yours replaced it"
             ) from exc
+
+    def end_at(self, session: Session, deadline: float, reason: LeaveReason) -> None:
+        """End ``session`` at ``deadline`` (a Unix time) for ``reason``: its credentials end."""
+
+        async def end_then() -> None:
+            await asyncio.sleep(max(0.0, deadline - time.time()))
+            session.ended_because = reason
+            await self._lose(session, f"{reason} at {deadline:.0f}")
+
+        expiry = asyncio.get_running_loop().create_task(end_then())
+        self._expiries.add(expiry)
+        expiry.add_done_callback(self._expiries.discard)
 
     async def _expire_unconnected(self, session: Session) -> None:
         """A session whose client never connects must not hold the participant's seat."""

@@ -7,6 +7,8 @@
                     {"type": "view", "view": {...}}      the room as this role may see it
                     {"type": "ack", "id": "c7", "outcome": "accepted" | "unchanged"}
                     {"type": "error", "id": "c7", "error": "<code>", "detail": "<sentence>"}
+                    {"type": "resume", "token": "<jwt>"}   customers and agents: now, then
+                                                         every 5 minutes
 
 The token travels in the first message, never in the URL (URLs land in logs). ``hello`` tells the
 page its role and receive slots (a WHEP offer has one recvonly section per slot, in this order)
@@ -15,6 +17,11 @@ only says it was taken; what it changed reaches every open page the same way, as
 from the room's stream, so two supervisors and the agent always agree. A view is sent only
 when it changed: the customer's view carries nothing of supervisors, and neither does the
 timing of its updates.
+
+Lifetimes (services/auth.py): a customer's or an agent's socket stays open past the expiry of
+the token it was opened with, and hands the page resume tokens to reconnect with (its socket
+and its media), so nobody on a call loses it, or its views, to an expiring token. A supervisor's
+socket closes with 4401 when their token expires.
 
 Recoverable mistakes (bad JSON, a binary frame, an unknown command, a wrong field, a rejected
 or rate-limited command) are answered with an ``error`` and the socket stays open. Close codes
@@ -46,7 +53,7 @@ from projections.commands import (
 )
 from projections.decider import Rejection
 from projections.views import RoomView, view_for
-from services.auth import Claims, TokenVerifier
+from services.auth import RESUME_TTL_S, Claims, TokenVerifier
 from services.media.router import slot_names
 from services.streams.command_handler import Accepted, CommandHandler
 from services.streams.room_followers import RoomFollowers
@@ -71,6 +78,10 @@ class Hello(msgspec.Struct, frozen=True, tag="hello", omit_defaults=True):
     role: Role
     receive_slots: tuple[str, ...]
     opened_at: dt.datetime | None = None
+
+
+class ResumeMessage(msgspec.Struct, frozen=True, tag="resume"):
+    token: str
 
 
 class ViewMessage(msgspec.Struct, frozen=True, tag="view"):
@@ -160,7 +171,10 @@ class LiveChannel:
                 await send_message(websocket, await self._hello(room_id, claims))
                 async with asyncio.TaskGroup() as group:
                     group.create_task(self._send_views(websocket, room_id, claims))
-                    group.create_task(expire_after(self.verifier.expires_in_s(claims)))
+                    if self.verifier.resume_token(claims) is None:
+                        group.create_task(expire_after(self.verifier.expires_in_s(claims)))
+                    else:
+                        group.create_task(self._send_resume_tokens(websocket, claims))
                     await self._serve_commands(websocket, room_id, claims, talk)
         finally:
             if talk.held:  # a press never outlives the page that made it
@@ -182,6 +196,12 @@ class LiveChannel:
                 if view != sent:
                     await send_message(websocket, ViewMessage(view))
                     sent = view
+
+    async def _send_resume_tokens(self, websocket: WebSocket, claims: Claims) -> None:
+        """A fresh resume token now, and again before each runs out, while the socket lives."""
+        while (resume := self.verifier.resume_token(claims)) is not None:
+            await send_message(websocket, ResumeMessage(resume))
+            await asyncio.sleep(RESUME_TTL_S / 2)
 
     async def _release_talk(self, room_id: str, claims: Claims) -> None:
         try:

@@ -110,6 +110,8 @@ class Signaling:
             if joined:  # undo only the join this request made, not one made by a command
                 await self._leave_if_gone(room_id, actor, direction)
             raise
+        if actor.role is Role.SUPERVISOR:  # monitoring ends with the right to monitor
+            self.media.end_at(session, claims.exp, LeaveReason.CREDENTIALS_EXPIRED)
         if direction == "publish" and actor.role is Role.SUPERVISOR:
             await self.commands.handle(room_id, StopWhisper(), actor)  # asked before: not now
         location = f"/rooms/{room_id}/{PATHS[direction]}/{session.id}"
@@ -146,7 +148,13 @@ class Signaling:
             raise CommandRejected(outcome.reason)
         return isinstance(outcome, Accepted)
 
-    async def _leave_if_gone(self, room_id: str, actor: Actor, ended: Direction) -> None:
+    async def _leave_if_gone(
+        self,
+        room_id: str,
+        actor: Actor,
+        ended: Direction,
+        reason: LeaveReason = LeaveReason.SESSION_ENDED,
+    ) -> None:
         """The participant leaves once none of their sessions is left in the room; a coach
         whose publish session ended stops whispering (silent monitor, while they receive)."""
         room = self.media.rooms.get(room_id)
@@ -158,7 +166,7 @@ class Signaling:
         if not mine:
             command: RoomCommand | SessionCommand = EndPresence(
                 subject=actor.subject,
-                reason=LeaveReason.SESSION_ENDED,
+                reason=reason,
                 worker=self.presence.worker_id,
             )
         elif ended == "publish" and actor.role is Role.SUPERVISOR:
@@ -170,7 +178,9 @@ class Signaling:
             log.info("%s could not leave %s: %s", actor.subject, room_id, outcome.reason)
 
     def _session_lost(self, session: Session) -> None:
-        leave = self._leave_if_gone(session.room_id, session.actor, session.direction)
+        leave = self._leave_if_gone(
+            session.room_id, session.actor, session.direction, session.ended_because
+        )
         task = asyncio.get_running_loop().create_task(leave)
         self._leaving.add(task)
         task.add_done_callback(self._leaving.discard)

@@ -21,7 +21,7 @@ from jwt.algorithms import OKPAlgorithm, RSAAlgorithm
 
 from events.room import Role
 from services.auth import JwksKeys, TokenVerifier, verifier_from_settings
-from services.errors import AuthError, SettingsError, answer_for
+from services.errors import AccessDenied, AuthError, SettingsError, TokenRefused, answer_for
 from services.redis_server import free_loopback_port
 from services.settings import Settings
 
@@ -511,3 +511,64 @@ def test_verify_from_settings_with_a_jwks_url_fetches_the_key(
         )
     )
     assert verifier.verify(sign(ed_key, "EdDSA", "ed-1"), "room-1").sub == "agent-1"
+
+
+# Resume tokens: nobody on a call loses it to an expiring token; supervisors get none
+
+RESUME_KEY = "resume-key-of-at-least-32-bytes!!"
+
+
+def resuming_verifier(rsa_key: rsa.RSAPrivateKey) -> TokenVerifier:
+    """An issuer's RS256 keys, and the service's own key for resume tokens."""
+    return TokenVerifier(
+        rsa_key.public_key(),
+        audience="earpiece",
+        issuer="https://id.example.com/",
+        algorithms=("RS256",),
+        resume_key=RESUME_KEY,
+    )
+
+
+async def test_an_agents_resume_token_admits_them_to_their_room_only(
+    rsa_key: rsa.RSAPrivateKey,
+) -> None:
+    verifier = resuming_verifier(rsa_key)
+    agent = await verifier.verify_async(sign(rsa_key, "RS256"), "room-1")
+
+    resume = verifier.resume_token(agent)
+
+    assert resume is not None
+    resumed = await verifier.verify_async(resume, "room-1")
+    assert (resumed.sub, resumed.role, resumed.room) == ("agent-1", Role.AGENT, "room-1")
+    with pytest.raises(AccessDenied, match="token is for room 'room-1', not 'room-2'"):
+        await verifier.verify_async(resume, "room-2")
+
+
+async def test_a_supervisor_gets_no_resume_token(rsa_key: rsa.RSAPrivateKey) -> None:
+    verifier = resuming_verifier(rsa_key)
+    supervisor = await verifier.verify_async(
+        sign(rsa_key, "RS256", role="supervisor", whisper=True), "room-1"
+    )
+
+    assert verifier.resume_token(supervisor) is None
+
+
+@pytest.mark.parametrize(
+    ("key", "changes", "match"),
+    [
+        (SECRET, {}, "invalid resume token: Signature verification failed"),
+        (RESUME_KEY, {"role": "supervisor"}, "only a customer's or an agent's"),
+        (RESUME_KEY, {"whisper": True}, "only a customer's or an agent's"),
+        (RESUME_KEY, {"exp": int(time.time()) - 10}, "Signature has expired"),
+    ],
+    ids=["another-key", "supervisor", "whisper-claim", "expired"],
+)
+async def test_a_resume_token_not_made_by_the_service_for_a_caller_is_refused(
+    rsa_key: rsa.RSAPrivateKey, key: str, changes: dict[str, Any], match: str
+) -> None:
+    forged = jwt.encode(
+        claims(aud="earpiece-resume", iss="earpiece", **changes), key, algorithm="HS256"
+    )
+
+    with pytest.raises(TokenRefused, match=match):
+        await resuming_verifier(rsa_key).verify_async(forged, "room-1")

@@ -286,12 +286,33 @@ async def blocked_stream_read(client: redis.Redis) -> int:
             await asyncio.sleep(0.02)
 
 
-async def test_a_page_is_closed_when_its_token_expires(service: RunningService) -> None:
-    async with page(service, Role.AGENT, sub="agent", exp=int(time.time()) + 2) as agent:
+async def test_a_supervisors_page_is_closed_when_their_token_expires(
+    service: RunningService,
+) -> None:
+    expiring = {"sub": "sup-1", "whisper": True, "exp": int(time.time()) + 2}
+    async with page(service, Role.SUPERVISOR, **expiring) as coach:
         with pytest.raises(websockets.ConnectionClosed) as closed:
             async with asyncio.timeout(10):
-                await agent.next("never")
+                await coach.next("never")
 
     assert closed.value.rcvd is not None
     assert closed.value.rcvd.code == 4401
     assert closed.value.rcvd.reason == "the token has expired: open the page with a new link"
+
+
+async def test_an_agents_page_outlives_its_token_and_resumes_with_the_token_it_was_handed(
+    service: RunningService,
+) -> None:
+    async with page(service, Role.AGENT, sub="agent", exp=int(time.time()) + 2) as agent:
+        handed = [m for m in agent.received if m["type"] == "resume"]  # it may come first
+        resume = (handed[0] if handed else await agent.next("resume"))["token"]
+        await asyncio.sleep(3)  # the token it opened with has expired
+        await agent.send({"type": "command", "id": "j", "command": {"command": "join"}})
+        assert (await agent.next("ack"))["outcome"] == "accepted"
+
+    url = str(service.http.base_url).replace("http", "ws", 1) + "/rooms/room-1/live"
+    async with websockets.connect(url) as socket:  # a reconnect, with the resume token
+        again = Page(socket)
+        await again.send({"type": "auth", "token": resume})
+        view = (await again.next("view"))["view"]
+    assert view["you"]["subject"] == "agent"

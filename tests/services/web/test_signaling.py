@@ -596,3 +596,28 @@ async def test_publishing_again_while_alone_in_the_room_keeps_the_audio_flowing(
                 break
     room = service.media.rooms[ROOM]
     assert room.router.producers["agent-1"].packets > 0
+
+
+async def test_a_supervisors_media_ends_with_their_token_but_an_agents_does_not(
+    service: Service, people: list[Participant]
+) -> None:
+    # Monitoring ends when the right to monitor does; a call is not cut by an expiring token.
+    expires = int(time.time()) + 8  # room enough to set up on a loaded machine
+    agent = await publishing(service, people, token(Role.AGENT, exp=expires), 800)
+    await agent.receive(1 + COACH_SLOTS)
+    coach = Participant(service.http, ROOM, token(Role.SUPERVISOR, whisper=True, exp=expires))
+    people.append(coach)
+    await coach.receive(2)
+
+    expired = ParticipantLeft(subject="supervisor-1", reason=LeaveReason.CREDENTIALS_EXPIRED)
+    async with asyncio.timeout(20):
+        while expired not in await service.events():
+            await asyncio.sleep(0.05)
+    await asyncio.sleep(1.0)  # the agent's sessions outlive their token too
+
+    room = service.media.rooms[ROOM]
+    assert "supervisor-1" not in room.router.consumers
+    assert {s.actor.subject for s in room.sessions.values()} == {"agent-1"}
+    assert not any(
+        isinstance(e, ParticipantLeft) and e.subject == "agent-1" for e in await service.events()
+    )

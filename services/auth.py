@@ -202,46 +202,61 @@ class TokenVerifier:
     def _resumed(self, token: str, key: str) -> Claims:
         """A resume token's claims: HS256 with the service's own key, for customers and agents
         of one room; nothing else is accepted under that audience."""
-        try:
-            payload = jwt.decode(
-                token,
-                key,
-                algorithms=["HS256"],
-                audience=RESUME_AUDIENCE,
-                issuer=RESUME_ISSUER,
-                options={"require": REQUIRED_CLAIMS},
-            )
-            claims = msgspec.convert(payload, Claims)
-        except jwt.PyJWTError as exc:
-            raise TokenRefused(f"invalid resume token: {exc}") from exc
-        except msgspec.ValidationError as exc:
-            raise TokenRefused(f"invalid resume token claims: {exc}") from exc
+        claims = _claims_of(
+            token,
+            key,
+            algorithms=["HS256"],
+            audience=RESUME_AUDIENCE,
+            issuer=RESUME_ISSUER,
+            what="resume token",
+        )
         if claims.role not in RESUMABLE or claims.room == ANY_ROOM or claims.whisper:
             raise TokenRefused("invalid resume token: only a customer's or an agent's, for a room")
         return claims
 
     def _decoded(self, token: str, key: str | bytes | PublicKey | jwt.PyJWK) -> Claims:
-        try:
-            payload = jwt.decode(
-                token,
-                key,
-                algorithms=self._algorithms,
-                audience=self._audience,
-                issuer=self._issuer,
-                leeway=self._leeway_s,
-                options={"require": REQUIRED_CLAIMS},
-            )
-            claims = msgspec.convert(payload, Claims)
-        except jwt.PyJWTError as exc:
-            raise TokenRefused(f"invalid token: {exc}") from exc
-        except msgspec.ValidationError as exc:
-            raise TokenRefused(f"invalid token claims: {exc}") from exc
+        claims = _claims_of(
+            token,
+            key,
+            algorithms=self._algorithms,
+            audience=self._audience,
+            issuer=self._issuer,
+            leeway_s=self._leeway_s,
+        )
         if claims.room == ANY_ROOM and (claims.role is not Role.SUPERVISOR or not claims.queues):
             raise TokenRefused(
                 "invalid token claims: only a supervisor's token may name every room "
                 '("room": "*"), and it must list its "queues"'
             )
         return claims
+
+
+def _claims_of(
+    token: str,
+    key: str | bytes | PublicKey | jwt.PyJWK,
+    *,
+    algorithms: list[str],
+    audience: str,
+    issuer: str,
+    leeway_s: float = 0,
+    what: str = "token",
+) -> Claims:
+    """PyJWT's verification, then the claims' types; TokenRefused naming what is wrong."""
+    try:
+        payload = jwt.decode(
+            token,
+            key,
+            algorithms=algorithms,
+            audience=audience,
+            issuer=issuer,
+            leeway=leeway_s,
+            options={"require": REQUIRED_CLAIMS},
+        )
+        return msgspec.convert(payload, Claims)
+    except jwt.PyJWTError as exc:
+        raise TokenRefused(f"invalid {what}: {exc}") from exc
+    except msgspec.ValidationError as exc:
+        raise TokenRefused(f"invalid {what} claims: {exc}") from exc
 
 
 def _check_room(claims: Claims, room_id: str, *, room_queue: str | None) -> None:

@@ -49,6 +49,8 @@ class Cue(msgspec.Struct, frozen=True):
     coach: str
     text: str
     acknowledged: bool = False
+    coach_name: str = ""
+    """The coach's display name when they sent it: a cue outlives its coach's presence."""
 
 
 class RoomState(msgspec.Struct, frozen=True):
@@ -125,7 +127,9 @@ def evolve(state: RoomState, event: RoomEvent) -> RoomState:
         case room.CoachUnmuted(coach=subject):
             return _change_coach(state, subject, muted=False)
         case room.CueSent(cue_id=cue_id, coach=subject, text=text):
-            return replace(state, cues={**state.cues, cue_id: Cue(cue_id, subject, text)})
+            sender = state.participants.get(subject)
+            sent = Cue(cue_id, subject, text, coach_name=sender.name if sender else "")
+            return replace(state, cues={**state.cues, cue_id: sent})
         case room.CueAcknowledged(cue_id=cue_id):
             cue = state.cues.get(cue_id)
             if cue is None:

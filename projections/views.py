@@ -171,6 +171,9 @@ def _first(state: RoomState, role: Role) -> Person | None:
 
 
 def _coaches(state: RoomState) -> tuple[CoachView, ...]:
+    """The coaches in the room; none once it is closed (nobody is in a call that has ended)."""
+    if state.closed:
+        return ()
     return tuple(
         CoachView(
             subject=subject,
@@ -193,7 +196,8 @@ def _cues(state: RoomState) -> tuple[CueView, ...]:
         CueView(
             cue_id=cue.cue_id,
             coach=cue.coach,
-            coach_name=(p.name if (p := state.participants.get(cue.coach)) else cue.coach),
+            coach_name=cue.coach_name
+            or (p.name if (p := state.participants.get(cue.coach)) else cue.coach),
             text=cue.text,
             acknowledged=cue.acknowledged,
         )

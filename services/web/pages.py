@@ -4,7 +4,7 @@
     /desk      the agent: the call, a badge per coach, the cue panel
     /console   a supervisor: the lobby of their queues' live rooms (a ``*`` token), or
                a room: monitor, whisper, push-to-talk, cues
-    /static/…  their modules and style sheet
+    /static/…  their modules, style sheet and icon (favicon.svg, linked from each page)
 
 A page carries no secret and no room: the link that opens it holds both in its fragment
 (``/desk#room=r1&token=…``), which browsers never send to a server, and the page removes it

@@ -555,6 +555,16 @@ def test_evolve_resets_talking(event: RoomEvent) -> None:
     assert not given(*TALKING, event).state.coaches[SUP].talking
 
 
+def test_evolve_cue_sent_keeps_the_coach_s_name_with_the_cue() -> None:
+    state = given(*CUED, room.ParticipantLeft(subject=SUP)).state
+    assert state.cues["c1"].coach_name == "Sam"
+
+
+def test_evolve_cue_sent_by_someone_unknown_has_no_name() -> None:
+    state = given(*CALL, room.CueSent(cue_id="c1", coach="nobody", text="hi")).state
+    assert state.cues["c1"].coach_name == ""
+
+
 def test_fold_applies_every_envelope_at_its_version() -> None:
     time = dt.datetime(2026, 1, 1, tzinfo=dt.UTC)
     envelopes = [

@@ -16,6 +16,7 @@ from events.room import (
     ParticipantJoined,
     ParticipantLeft,
     Role,
+    RoomClosed,
     RoomEvent,
     TalkPressed,
     TalkReleased,
@@ -23,7 +24,14 @@ from events.room import (
     WhisperStopped,
 )
 from projections.decider import RoomState, evolve, initial_state
-from projections.views import AgentView, CoachBadge, CustomerView, Person, view_for
+from projections.views import (
+    AgentView,
+    CoachBadge,
+    CustomerView,
+    Person,
+    SupervisorView,
+    view_for,
+)
 
 CALL: list[RoomEvent] = [
     ParticipantJoined(subject="cust", role=Role.CUSTOMER, name="Carla"),
@@ -121,3 +129,51 @@ def test_supervisor_view_shows_cues_with_their_acknowledgment() -> None:
     assert [(c.text, c.coach_name, c.acknowledged) for c in view.cues] == [
         ("Slow down", "Sam", True)
     ]
+
+
+def test_a_cue_keeps_its_coach_s_name_once_the_coach_has_left() -> None:
+    events = [
+        *CALL,
+        ParticipantJoined(subject="sup-1", role=Role.SUPERVISOR, name="Sam", can_whisper=True),
+        CueSent(cue_id="c1", coach="sup-1", text="Slow down"),
+        ParticipantLeft(subject="sup-1"),
+    ]
+
+    view = view_for(state_after(events), "agent", Role.AGENT, "Ana")
+
+    assert isinstance(view, AgentView)
+    assert [(c.coach, c.coach_name) for c in view.cues] == [("sup-1", "Sam")]
+
+
+def test_a_cue_of_a_coach_never_named_is_from_their_subject() -> None:
+    view = view_for(
+        state_after([*CALL, CueSent(cue_id="c1", coach="sup-9", text="Hi")]),
+        "agent",
+        Role.AGENT,
+        "Ana",
+    )
+
+    assert isinstance(view, AgentView)
+    assert [c.coach_name for c in view.cues] == ["sup-9"]
+
+
+def test_a_closed_room_lists_no_coach_in_the_call() -> None:
+    events = [
+        *CALL,
+        ParticipantJoined(subject="sup-1", role=Role.SUPERVISOR, name="Sam", can_whisper=True),
+        WhisperStarted(coach="sup-1"),
+        CueSent(cue_id="c1", coach="sup-1", text="Slow down"),
+        RoomClosed(reason="call ended"),
+    ]
+    state = state_after(events)
+
+    agent = view_for(state, "agent", Role.AGENT, "Ana")
+    supervisor = view_for(state, "sup-1", Role.SUPERVISOR, "Sam")
+
+    assert isinstance(agent, AgentView)
+    assert isinstance(supervisor, SupervisorView)
+    assert agent.closed
+    assert supervisor.closed
+    assert agent.coaches == ()
+    assert supervisor.coaches == ()
+    assert [c.coach_name for c in agent.cues] == ["Sam"]  # what was said stays, with its name

@@ -17,7 +17,7 @@ from typing import Any
 
 import numpy as np
 import pytest
-from playwright.async_api import Browser, Page, Playwright, WebSocket
+from playwright.async_api import Browser, ConsoleMessage, Page, Playwright, Response, WebSocket
 
 CHROMIUM = os.environ.get("EARPIECE_CHROMIUM", "/usr/bin/chromium")
 SAMPLE_RATE = 48_000
@@ -157,16 +157,29 @@ PROBE = """
 
 
 class PageUnderTest:
-    """A page in its own browser context: every URL it requested, every WebSocket frame."""
+    """A page in its own browser context: every URL it requested, every WebSocket frame, and
+    every error it reported (uncaught exceptions, console errors, HTTP errors)."""
 
     def __init__(self, page: Page) -> None:
         self.page = page
         self.frames: list[str] = []
         self.urls: list[str] = []
+        self.errors: list[str] = []
         self.secret = ""
         """The token its link carried."""
         page.on("websocket", self._watch)
         page.on("request", lambda request: self.urls.append(request.url))
+        page.on("pageerror", lambda error: self.errors.append(f"uncaught: {error}"))
+        page.on("console", self._console)
+        page.on("response", self._response)
+
+    def _console(self, message: ConsoleMessage) -> None:
+        if message.type == "error":
+            self.errors.append(f"console: {message.text}")
+
+    def _response(self, response: Response) -> None:
+        if response.status >= 400:
+            self.errors.append(f"HTTP {response.status}: {response.url}")
 
     def _watch(self, socket: WebSocket) -> None:
         self.urls.append(socket.url)

@@ -16,6 +16,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 import redis.asyncio as redis
 from playwright.async_api import (
@@ -28,7 +29,7 @@ from playwright.async_api import (
 
 from events.room import Role
 from services.redis_server import RedisServer
-from tests.support import REPO, RunningService, running_service, token
+from tests.support import REPO, running_service, token
 from tests.system.browser_support import PROBE, PageUnderTest, launch_speaker, write_tone
 
 pytestmark = pytest.mark.newest_redis
@@ -59,8 +60,9 @@ expect.set_options(timeout=15_000)
 class Call:
     """The people of room-1, each on their page in a Chromium of their own."""
 
-    def __init__(self, service: RunningService, playwright: Playwright, tmp: Path) -> None:
-        self.service = service
+    def __init__(self, http: httpx.AsyncClient, playwright: Playwright, tmp: Path) -> None:
+        self.http = http
+        """A client of the service, whose base URL the pages are opened at."""
         self.playwright = playwright
         self.tmp = tmp
         self.browsers: list[Browser] = []
@@ -69,17 +71,18 @@ class Call:
         """The queue the customer's and agent's tokens name, if any."""
         self.lobby_queues: list[str] | None = None
         """Supervisors' tokens are ``*`` tokens for these queues, opening the lobby, if set."""
+        self.expires_at: int | None = None
+        """When the customer's and agent's tokens expire (Unix time), if not in an hour."""
 
     def link(self, subject: str) -> str:
         role = ROLES.get(subject, Role.SUPERVISOR)
-        base = f"{self.service.http.base_url}/{PATHS[subject]}"
+        base = f"{self.http.base_url}/{PATHS[subject]}"
         name = NAMES[subject]
         if role is not Role.SUPERVISOR:
-            credential = (
-                token(role, sub=subject, name=name)
-                if self.queue is None
-                else token(role, sub=subject, name=name, queue=self.queue)
-            )
+            claims: dict[str, object] = {} if self.queue is None else {"queue": self.queue}
+            if self.expires_at is not None:
+                claims["exp"] = self.expires_at
+            credential = token(role, sub=subject, name=name, **claims)
             return f"{base}#room=room-1&token={credential}"
         if self.lobby_queues is None:
             return f"{base}#room=room-1&token={token(role, sub=subject, name=name, whisper=True)}"
@@ -110,7 +113,7 @@ class Call:
 
     async def command(self, room: str, bearer: str, command: str, **fields: object) -> None:
         """A command over HTTP, as another system would send it; it must be stored (201)."""
-        response = await self.service.http.post(
+        response = await self.http.post(
             f"/rooms/{room}/commands",
             json={"command": command, **fields},
             headers={"Authorization": f"Bearer {bearer}"},
@@ -126,7 +129,7 @@ async def call(
     redis_server: RedisServer, redis_client: redis.Redis, tmp_path: Path
 ) -> AsyncIterator[Call]:
     async with running_service(redis_server.url, redis_client) as service, async_playwright() as pw:
-        opened = Call(service, pw, tmp_path)
+        opened = Call(service.http, pw, tmp_path)
         try:
             yield opened
         finally:
@@ -398,9 +401,7 @@ async def test_a_supervisor_opens_a_room_of_their_queue_from_the_lobby_and_whisp
     await call.command("room-2", other_queue, "join")
     support_lead = token(Role.SUPERVISOR, room="*", sub="sup-9", queues=["support"])
     listed = await until(
-        lambda: call.service.http.get(
-            "/lobby", headers={"Authorization": f"Bearer {support_lead}"}
-        ),
+        lambda: call.http.get("/lobby", headers={"Authorization": f"Bearer {support_lead}"}),
         lambda response: [room["room_id"] for room in response.json()["rooms"]] == ["room-2"],
     )
     assert [room["room_id"] for room in listed.json()["rooms"]] == ["room-2"], listed.text
@@ -449,7 +450,7 @@ async def test_a_supervisor_opens_a_room_of_their_queue_from_the_lobby_and_whisp
     await console.page.get_by_role("link", name="Back to rooms").click()
     await expect(console.page.locator('#rooms tr[data-room="room-1"]')).to_be_visible()
     # Only the console has a lobby: the desk still needs a room in its link.
-    await lobby.page.goto(f"{call.service.http.base_url}/desk#token={lobby.secret}")
+    await lobby.page.goto(f"{call.http.base_url}/desk#token={lobby.secret}")
     await expect(lobby.page.get_by_role("status")).to_contain_text("Open this page with the link")
     assert_no_token_in_a_url(call)
 
@@ -474,4 +475,143 @@ async def test_pages_reconnect_on_their_own_after_losing_redis_and_catch_up(
         assert "Connection lost: reconnecting…" in await page.dom_history()
     still = await until(lambda: hears(agent, TONES["cust"]), lambda h: h[500.0] >= HEARD_DB)
     assert still[TONES["cust"]] >= HEARD_DB  # the call's audio goes on: it never needed Redis
+    assert_nothing_of_supervisors(customer, await customer.dom_history())
+
+
+WRONG_ROLE = [
+    ("desk", Role.CUSTOMER, "This link is for a customer, not an agent: open it on the call page."),
+    ("call", Role.AGENT, "This link is for an agent, not a customer: open it on the agent desk."),
+    (
+        "call",
+        Role.SUPERVISOR,
+        "This link is for a supervisor, not a customer: open it on the supervisor console.",
+    ),
+    (
+        "desk",
+        Role.SUPERVISOR,
+        "This link is for a supervisor, not an agent: open it on the supervisor console.",
+    ),
+    (
+        "console",
+        Role.CUSTOMER,
+        "This link is for a customer, not a supervisor: open it on the call page.",
+    ),
+    (
+        "console",
+        Role.AGENT,
+        "This link is for an agent, not a supervisor: open it on the agent desk.",
+    ),
+]
+
+
+async def test_a_link_for_another_role_is_refused_in_a_sentence_and_the_page_stops(
+    call: Call,
+) -> None:
+    browser = await launch_speaker(call.playwright, write_tone(call.tmp / "any.wav", 440.0))
+    call.browsers.append(browser)
+
+    async def opened(path: str, role: Role, *, unreadable_token: bool = False) -> PageUnderTest:
+        context = await browser.new_context()
+        await context.add_init_script(PROBE)
+        if unreadable_token:  # the page cannot read the token's payload: the hello must do
+            await context.add_init_script("window.atob = () => { throw new Error('no'); };")
+        page = PageUnderTest(await context.new_page())
+        bearer = token(role, sub=f"{role}-x", whisper=role is Role.SUPERVISOR)
+        await page.page.goto(f"{call.http.base_url}/{path}#room=room-1&token={bearer}")
+        return page
+
+    for path, role, sentence in WRONG_ROLE:
+        page = await opened(path, role)
+        await expect(page.page.locator("#status")).to_have_text(sentence)
+        assert page.errors == [], (path, role, page.errors)
+        assert not [url for url in page.urls if url.startswith("ws") or "/wh" in url]
+        if path != "console":
+            await expect(page.page.get_by_role("button", name="Join the call")).to_be_disabled()
+
+    for path, role, sentence in WRONG_ROLE[:2] + WRONG_ROLE[4:5]:
+        page = await opened(path, role, unreadable_token=True)
+        await expect(page.page.locator("#status")).to_have_text(sentence)
+        assert await page.page.evaluate("window.__probe.connections.length") == 0
+        assert page.errors == [], (path, role, page.errors)
+        assert [url for url in page.urls if url.startswith("ws")]  # it asked; the hello said
+        if path == "console":
+            await expect(page.page.locator("#room-console")).to_be_hidden()
+        else:
+            await expect(page.page.get_by_role("button", name="Join the call")).to_be_disabled()
+    customer_page = await opened("call", Role.CUSTOMER)  # and its own role is let in
+    await expect(customer_page.page.locator("#status")).to_have_text("Ready. Join when you are.")
+
+
+async def focused(page: PageUnderTest) -> str:
+    """What has the keyboard focus: the element's id, or its data-cue, or its tag."""
+    described: str = await page.page.evaluate(
+        "(() => { const e = document.activeElement;"
+        " return e.id || (e.dataset.cue ? `cue ${e.dataset.cue}` : e.tagName); })()"
+    )
+    return described
+
+
+async def test_pages_say_only_what_is_true_after_a_hang_up_a_coach_leaving_and_the_end(
+    call: Call,
+) -> None:
+    customer, agent = await start_call(call)
+    for page in (customer, agent):  # Join is gone: the focus is on the next control
+        await expect(page.page.locator("#mute")).to_be_focused()
+    console = await call.open("sup-1")
+    await console.page.get_by_role("button", name="Join and monitor").click()
+    await expect(console.page.get_by_text("Monitoring: you hear the call.")).to_be_visible()
+    await expect(console.page.locator("#whisper")).to_be_focused()
+
+    # Two cues; each Acknowledge, by keyboard, moves the focus on, never to the page's body.
+    for text in ("Ask for the order number.", "Offer the loyalty discount."):
+        await console.page.get_by_label("Cue text").fill(text)
+        await console.page.get_by_role("button", name="Send cue").click()
+        await expect(agent.page.locator(".cue", has_text=text)).to_contain_text("from Sam Super")
+    ask, offer = (agent.page.locator(".cue", has_text=text) for text in ("Ask for", "Offer"))
+    first_id, second_id = await ask.get_attribute("data-cue"), await offer.get_attribute("data-cue")
+    await agent.page.get_by_role("button", name="Acknowledge cue: Offer the loyalty").press("Enter")
+    await expect(agent.page.locator(f'.cue.done[data-cue="{second_id}"]')).to_be_visible()
+    await expect(agent.page.get_by_role("button", name="Acknowledge cue: Ask for")).to_be_focused()
+    await agent.page.keyboard.press("Enter")
+    await expect(agent.page.locator(f'.cue.done[data-cue="{first_id}"]')).to_be_visible()
+    assert await focused(agent) == f"cue {first_id}"
+
+    # The coach leaves: their cues still say who sent them.
+    await console.page.get_by_role("button", name="Leave").click()
+    await expect(agent.page.locator("#no-coaches")).to_be_visible()
+    await expect(agent.page.locator(".cue-from")).to_have_text(["from Sam Super"] * 2)
+    await expect(agent.page.locator(".cue-from", has_text="sup-1")).to_have_count(0)
+    await expect(console.page.locator("#monitor")).to_be_focused()
+
+    # The customer hangs up: the page no longer says who they are speaking with.
+    await customer.page.get_by_role("button", name="Hang up").click()
+    await expect(customer.page.locator("#status")).to_have_text(
+        "You left the call. Join again if you need to."
+    )
+    await expect(customer.page.locator("#agent")).to_be_hidden()
+    await expect(customer.page.get_by_role("button", name="Join the call")).to_be_focused()
+
+    # The room closes with a coach in it: no page lists anybody as in the call any more.
+    await console.page.get_by_role("button", name="Join and monitor").click()
+    await expect(agent.page.locator('.badge[data-coach="sup-1"]')).to_contain_text(
+        "in the call, not whispering"
+    )
+    agent_token = token(Role.AGENT, sub="agent", name=NAMES["agent"])
+    await call.command("room-1", agent_token, "close_room", reason="call ended")
+    await expect(agent.page.locator("#status")).to_have_text("The call has ended.")
+    await expect(agent.page.locator(".badge")).to_have_count(0)
+    await expect(agent.page.locator("#no-coaches")).to_be_visible()
+    await expect(console.page.locator("#status")).to_have_text("This call has ended.")
+    await expect(console.page.locator("#coaches tr")).to_have_count(0)
+    await expect(customer.page.locator("#status")).to_have_text("The call has ended. Thank you.")
+    await expect(customer.page.locator("#agent")).to_be_hidden()
+
+    # Every page links its icon, which is served; and no page reported an error.
+    for page in (customer, agent, console):
+        icon = await page.page.evaluate(
+            "fetch(document.querySelector('link[rel=icon]').href)"
+            ".then((r) => [r.status, r.headers.get('content-type')])"
+        )
+        assert icon == [200, "image/svg+xml"]
+        assert page.errors == [], page.errors
     assert_nothing_of_supervisors(customer, await customer.dom_history())

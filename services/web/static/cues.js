@@ -25,6 +25,8 @@ export class CuePanel {
     this.window = null;
     /** @type {Set<string>} the cues already announced */
     this.shown = new Set();
+    /** @type {string | null} the cue whose Acknowledge was clicked, until it is drawn done */
+    this.acknowledging = null;
     const popOut = $("#pop-out", panel);
     if ("documentPictureInPicture" in window) {
       show(popOut, true);
@@ -56,6 +58,28 @@ export class CuePanel {
     pip.close();
   }
 
+  /**
+   * Focus for the cue `cueId` after a redraw: its button while it waits, else the next
+   * waiting cue's (or the one before), else the cue itself.
+   * @param {HTMLElement} list
+   * @param {string} cueId
+   */
+  refocus(list, cueId) {
+    // Elements by attribute, not instanceof: in the picture-in-picture window they belong to
+    // another document.
+    const items = /** @type {HTMLElement[]} */ ([...list.children]);
+    const at = items.findIndex((item) => item.getAttribute("data-cue") === cueId);
+    const item = items[at];
+    const button = (/** @type {HTMLElement | undefined} */ other) => other?.querySelector("button");
+    const next = at < 0 ? undefined : [...items.slice(at + 1), ...items.slice(0, at).reverse()];
+    const target = button(item) ?? button(next?.find((other) => button(other)));
+    if (target) target.focus();
+    else if (item) {
+      item.tabIndex = -1; // reachable by script only: the place the user was
+      item.focus();
+    }
+  }
+
   /** @param {CueView[]} cues */
   draw(cues) {
     const list = $("#cues", this.panel);
@@ -72,19 +96,29 @@ export class CuePanel {
         const button = el("button", { type: "button", class: "primary", text: "Acknowledge" });
         button.setAttribute("aria-label", `Acknowledge cue: ${cue.text}`);
         button.addEventListener("click", () => {
-          button.disabled = true;
+          // aria-disabled, not disabled: a disabled button drops the keyboard focus to the page.
+          if (button.getAttribute("aria-disabled") === "true") return;
+          button.setAttribute("aria-disabled", "true");
+          this.acknowledging = cue.cue_id;
           this.onAcknowledge(cue.cue_id);
         });
         item.append(button);
       }
       return item;
     });
-    // Keep focus where it was if that cue is still there.
-    /** @type {HTMLElement | null | undefined} */
-    const focusedCue = this.panel.ownerDocument.activeElement?.closest?.("[data-cue]");
-    const focused = focusedCue?.dataset.cue;
+    // Keep focus where it was if that cue still waits; once it is acknowledged, move it on to
+    // the next cue that waits, or else to the acknowledged cue itself.
+    const doc = this.panel.ownerDocument;
+    const active = doc.activeElement;
+    const focusedCue =
+      active && this.panel.contains(active) ? active.closest("[data-cue]") : undefined;
+    const lostFocus = !active || active === doc.body;
+    const focused = focusedCue?.getAttribute("data-cue") ?? (lostFocus ? this.acknowledging : null);
     list.replaceChildren(...items);
-    if (focused) $(`[data-cue="${CSS.escape(focused)}"] button`, list)?.focus();
+    if (focused) this.refocus(list, focused);
+    if (this.acknowledging && cues.some((c) => c.cue_id === this.acknowledging && c.acknowledged)) {
+      this.acknowledging = null;
+    }
     const waiting = cues.filter((cue) => !cue.acknowledged).length;
     $("#cue-count", this.panel).textContent = waiting ? `(${waiting} new)` : "";
     show($("#no-cues", this.panel), cues.length === 0);

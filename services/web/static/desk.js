@@ -3,18 +3,20 @@
 // coach: the agent may only silence one (the server refuses an agent's unmute anyway).
 
 import { CuePanel } from "./cues.js";
-import { takeCredentials } from "./link.js";
+import { peekClaims, roleRefusal, takeCredentials } from "./link.js";
 import { LiveChannel, roomPath } from "./live_channel.js";
 import { Leg } from "./leg.js";
 import { runCallControls } from "./call_controls.js";
-import { $, announce, el, needLink, setStatus, show } from "./ui.js";
+import { $, RECONNECTING, announce, el, needLink, setStatus, show } from "./ui.js";
 
 /** @typedef {import("./link.js").Credentials} Credentials */
 /** @typedef {import("./live_channel.js").AgentView} AgentView */
 /** @typedef {import("./live_channel.js").CoachBadge} CoachBadge */
 
 const credentials = takeCredentials();
+const refusal = credentials && roleRefusal("agent", peekClaims(credentials.token).role);
 if (!credentials) needLink("agent");
+else if (refusal) setStatus(refusal);
 else start(credentials);
 
 /**
@@ -76,12 +78,15 @@ function start(credentials) {
   $("#room").textContent = `Room ${credentials.room}`;
   /** @type {Map<string, string>} subject → name of each coach the agent hears now */
   let audible = new Map();
-  runCallControls(channel, new Leg(credentials), (/** @type {AgentView} */ view, joined) => {
+  const leg = new Leg(credentials);
+  runCallControls(channel, leg, "agent", (/** @type {AgentView} */ view, call) => {
     const customer = view.customer;
     show($("#customer"), Boolean(customer));
     if (customer) $("#customer").textContent = `Customer: ${customer.name}`;
     if (view.closed) setStatus("The call has ended.");
-    else if (!joined) setStatus("Ready. Join the call to take it.");
+    else if (call.reconnecting) setStatus(RECONNECTING);
+    else if (!call.joined) setStatus("Ready. Join the call to take it.");
+    else if (!call.onCall) setStatus("Connecting the call…");
     else if (!customer) setStatus("In the call. Waiting for the customer…");
     else setStatus("On the call.");
     $("#coaches").replaceChildren(...view.coaches.map((coach) => badge(coach, channel)));

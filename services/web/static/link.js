@@ -59,3 +59,29 @@ export function peekClaims(token) {
     return {};
   }
 }
+
+/** @typedef {"customer" | "agent" | "supervisor"} Role */
+
+/** @type {Record<Role, {who: string, page: string}>} */
+const ROLE_WORDS = {
+  customer: { who: "a customer", page: "the call page" },
+  agent: { who: "an agent", page: "the agent desk" },
+  supervisor: { who: "a supervisor", page: "the supervisor console" },
+};
+
+/**
+ * What a page of `pageRole` says to a link whose role is `role`: null when it is the page's
+ * own (or not known yet), else a sentence naming the page the link is for.
+ * @param {Role} pageRole
+ * @param {unknown} role from the token's payload or the socket's hello
+ * @returns {string | null}
+ */
+export function roleRefusal(pageRole, role) {
+  if (role === undefined || role === pageRole) return null;
+  const page = ROLE_WORDS[pageRole];
+  if (typeof role === "string" && Object.hasOwn(ROLE_WORDS, role)) {
+    const theirs = ROLE_WORDS[/** @type {Role} */ (role)];
+    return `This link is for ${theirs.who}, not ${page.who}: open it on ${theirs.page}.`;
+  }
+  return `This link is not for ${page.who}: ask for the link to ${page.page}.`;
+}

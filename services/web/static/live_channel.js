@@ -3,7 +3,7 @@
 // The token goes in the first message, never in the URL. Everything a page shows comes from
 // the server's `view` (or `lobby`) messages; an `ack` only says a command was taken, an
 // `error` says why not. A socket that drops is opened again, backing off up to 10 s, unless its
-// close code says that retrying cannot help.
+// close code says that retrying cannot help; with the newest `resume` token, if it was given one.
 
 // The messages' shapes, as the server sends them (services/web/live_channel.py, lobby_socket.py
 // and projections/views.py): what the pages may rely on.
@@ -99,11 +99,16 @@
  * @property {string[]} receive_slots one WHEP track per slot, in this order
  * @property {string} [opened_at] to supervisors only: when the room's first event was stored
  */
+/**
+ * To customers and agents: a token of the service's own to reconnect with (the live socket and
+ * the media), at once and again before each runs out, so that the call outlives the link's.
+ * @typedef {{type: "resume", token: string}} Resume
+ */
 /** @typedef {{type: "view", view: RoomView}} ViewMessage */
 /** @typedef {{type: "lobby", rooms: LiveRoom[]}} LobbyMessage */
 /** @typedef {{type: "ack", id: string, outcome: "accepted" | "unchanged"}} Ack */
 /** @typedef {{type: "error", error: string, detail: string, id?: string}} ErrorMessage */
-/** @typedef {Hello | ViewMessage | LobbyMessage | Ack | ErrorMessage} ServerMessage */
+/** @typedef {Hello | ViewMessage | LobbyMessage | Ack | ErrorMessage | Resume} ServerMessage */
 
 /**
  * The commands the pages send (projections/commands.py has them all).
@@ -122,6 +127,7 @@
  * @property {CustomEvent<ViewMessage>} view
  * @property {CustomEvent<LobbyMessage>} lobby
  * @property {CustomEvent<Ack>} ack
+ * @property {CustomEvent<Resume>} resume the channel reconnects with it from now on
  * @property {CustomEvent<ErrorMessage>} error also for a command sent while offline
  * @property {CustomEvent<number>} offline the delay (ms) before the next try
  * @property {CustomEvent<string>} fatal what to tell the user: retrying cannot help
@@ -184,6 +190,7 @@ export class LiveChannel extends /** @type {ChannelTarget} */ (EventTarget) {
       // Data from the room (or lobby) means connected again; a hello alone may precede a
       // close for an unavailable store, and must not reset the back-off.
       if (message.type === "view" || message.type === "lobby") this.retryMs = 500;
+      if (message.type === "resume") this.token = message.token;
       this.dispatchEvent(new CustomEvent(message.type, { detail: message }));
     });
     socket.addEventListener("close", (event) => {

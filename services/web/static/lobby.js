@@ -6,7 +6,7 @@
 
 import { keepCredentials, peekClaims } from "./link.js";
 import { LiveChannel } from "./live_channel.js";
-import { $, duration, el, setStatus, setText, show } from "./ui.js";
+import { $, RECONNECTING, duration, el, setStatus, setText, show } from "./ui.js";
 
 /** @typedef {import("./link.js").Credentials} Credentials */
 /** @typedef {import("./live_channel.js").LiveRoom} LiveRoom */
@@ -123,7 +123,7 @@ export function startLobby(credentials) {
   });
   channel.addEventListener("offline", () => {
     stale(true);
-    setStatus("Connection lost: reconnecting…");
+    setStatus(RECONNECTING);
   });
   channel.addEventListener("fatal", (event) => {
     stale(true);

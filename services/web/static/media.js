@@ -4,6 +4,20 @@
 // the bearer token goes in a header.
 
 const GATHER_TIMEOUT_MS = 2000;
+const ANSWER_TIMEOUT_MS = 15_000; // a service that takes the offer and never answers is down
+const DELETE_TIMEOUT_MS = 5000;
+
+/** The service refused a session (or could not be reached): why, and its HTTP status if any. */
+export class SessionRefused extends Error {
+  /**
+   * @param {string} message
+   * @param {number | null} status null: no answer at all (unreachable, timed out)
+   */
+  constructor(message, status) {
+    super(message);
+    this.status = status;
+  }
+}
 
 /** @typedef {(slot: string, track: MediaStreamTrack) => void} OnTrack */
 
@@ -24,17 +38,29 @@ export class MediaSession {
     this.token = token;
   }
 
-  // Ends the session on the server (which makes us leave once both are gone) and locally.
-  close() {
-    if (this.location) {
-      fetch(this.location, {
-        method: "DELETE",
-        headers: { authorization: `Bearer ${this.token}` },
-        keepalive: true,
-      }).catch(() => {});
-      this.location = null;
+  /**
+   * Ends the session on the server (which makes us leave once both are gone) and locally.
+   * @param {boolean} [tell] false: the server has ended it already (the room closed)
+   */
+  close(tell = true) {
+    const { pc, location } = this;
+    this.location = null;
+    if (!location || !tell) {
+      pc.close();
+      return;
     }
-    this.pc.close();
+    // Nothing more is sent meanwhile; the connection itself is closed once the DELETE is
+    // answered: closed first, the service would end the session on its own, and answer the
+    // DELETE with a 404 that the browser logs as an error.
+    for (const sender of pc.getSenders()) sender.replaceTrack(null).catch(() => {});
+    fetch(location, {
+      method: "DELETE",
+      headers: { authorization: `Bearer ${this.token}` },
+      keepalive: true,
+      signal: AbortSignal.timeout(DELETE_TIMEOUT_MS),
+    })
+      .catch(() => {})
+      .finally(() => pc.close());
   }
 }
 
@@ -76,12 +102,19 @@ async function negotiate(pc, path, token) {
   try {
     await pc.setLocalDescription(await pc.createOffer());
     await gathered(pc);
-    const response = await fetch(path, {
-      method: "POST",
-      headers: { authorization: `Bearer ${token}`, "content-type": "application/sdp" },
-      body: /** @type {RTCSessionDescription} */ (pc.localDescription).sdp, // set just above
-    });
-    if (response.status !== 201) throw new Error(await reason(response));
+    /** @type {Response} */
+    let response;
+    try {
+      response = await fetch(path, {
+        method: "POST",
+        headers: { authorization: `Bearer ${token}`, "content-type": "application/sdp" },
+        body: /** @type {RTCSessionDescription} */ (pc.localDescription).sdp, // set just above
+        signal: AbortSignal.timeout(ANSWER_TIMEOUT_MS),
+      });
+    } catch {
+      throw new SessionRefused("The service cannot be reached.", null);
+    }
+    if (response.status !== 201) throw new SessionRefused(await reason(response), response.status);
     const location = response.headers.get("Location");
     await pc.setRemoteDescription({ type: "answer", sdp: await response.text() });
     return new MediaSession(pc, location, token);

@@ -51,6 +51,9 @@ export function setText(node, text) {
   if (node.textContent !== text) node.textContent = text;
 }
 
+/** What every page says while its live socket or its call's media is being made again. */
+export const RECONNECTING = "Connection lost: reconnecting…";
+
 /** @param {string} text */
 export function setStatus(text) {
   setText($("#status"), text);

@@ -106,6 +106,8 @@ class TalkReleased(_Event, tag="talk_released", frozen=True):
 
 class CoachMuted(_Event, tag="coach_muted", frozen=True):
     coach: str
+    by: str = ""
+    """Who muted them, when it was not the coach themself (the agent); "" when it was."""
 
 
 class CoachUnmuted(_Event, tag="coach_unmuted", frozen=True):

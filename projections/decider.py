@@ -42,6 +42,8 @@ class Coach(msgspec.Struct, frozen=True):
     talking: bool = False
     """The push-to-talk button is held."""
     muted: bool = False
+    muted_by: str = ""
+    """Who muted them, if not themself: the agent can silence a coach; only the coach unmutes."""
 
 
 class Cue(msgspec.Struct, frozen=True):
@@ -122,10 +124,10 @@ def evolve(state: RoomState, event: RoomEvent) -> RoomState:
             return _change_coach(state, subject, talking=True)
         case room.TalkReleased(coach=subject):
             return _change_coach(state, subject, talking=False)
-        case room.CoachMuted(coach=subject):
-            return _change_coach(state, subject, muted=True)
+        case room.CoachMuted(coach=subject, by=by):
+            return _change_coach(state, subject, muted=True, muted_by=by)
         case room.CoachUnmuted(coach=subject):
-            return _change_coach(state, subject, muted=False)
+            return _change_coach(state, subject, muted=False, muted_by="")
         case room.CueSent(cue_id=cue_id, coach=subject, text=text):
             sender = state.participants.get(subject)
             sent = Cue(cue_id, subject, text, coach_name=sender.name if sender else "")
@@ -366,7 +368,8 @@ def _mute(state: RoomState, actor: Actor, target: str) -> list[RoomEvent] | Reje
         return Rejection(f"{actor.subject} cannot mute {target}: not a supervisor in the room")
     if target != actor.subject and actor.role is not Role.AGENT:
         return Rejection(f"{actor.subject} cannot mute {target}: only the coach or the agent may")
-    return [] if coach.muted else [room.CoachMuted(coach=target)]
+    by = "" if target == actor.subject else actor.subject
+    return [] if coach.muted else [room.CoachMuted(coach=target, by=by)]
 
 
 def _unmute(state: RoomState, actor: Actor, target: str) -> list[RoomEvent] | Rejection:

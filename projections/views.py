@@ -45,6 +45,8 @@ class CoachView(msgspec.Struct, frozen=True, kw_only=True):
     mode: CoachMode
     talking: bool
     muted: bool
+    muted_by_agent: bool
+    """The agent silenced them, rather than they themself: the console says so."""
     audible: bool
 
 
@@ -184,7 +186,9 @@ def _coaches(state: RoomState) -> tuple[CoachView, ...]:
             mode=coach.mode,
             talking=coach.talking,
             muted=coach.muted,
-            audible=is_audible(coach),
+            muted_by_agent=bool(coach.muted_by),
+            # Heard only through a live session: a coach with no media reaches nobody's ear.
+            audible=is_audible(coach) and bool(state.participants[subject].worker),
         )
         for subject, coach in state.coaches.items()
         if subject in state.participants

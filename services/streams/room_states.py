@@ -20,7 +20,7 @@ from projections.decider import RoomState, fold, initial_state
 
 log = logging.getLogger(__name__)
 
-STATE_SCHEMA = 3
+STATE_SCHEMA = 4
 """Bump when RoomState changes shape, so that older snapshots are not decoded into it."""
 
 _state_decoder = msgspec.msgpack.Decoder(RoomState)

@@ -368,8 +368,10 @@ def test_mute_coach_by_the_coach_themself_emits_coach_muted() -> None:
     given(*WHISPERING).when(COACH, commands.MuteCoach()).then(room.CoachMuted(coach=SUP))
 
 
-def test_mute_coach_by_the_agent_emits_coach_muted() -> None:
-    given(*WHISPERING).when(AGENT, commands.MuteCoach(coach=SUP)).then(room.CoachMuted(coach=SUP))
+def test_mute_coach_by_the_agent_emits_coach_muted_by_the_agent() -> None:
+    given(*WHISPERING).when(AGENT, commands.MuteCoach(coach=SUP)).then(
+        room.CoachMuted(coach=SUP, by=AG)
+    )
 
 
 def test_mute_coach_by_another_supervisor_is_rejected() -> None:

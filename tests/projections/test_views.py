@@ -100,7 +100,9 @@ def test_customer_view_shows_the_agent_and_nothing_else() -> None:
 def test_agent_view_badges_each_coach_and_marks_the_audible_one() -> None:
     events = [
         *CALL,
-        ParticipantJoined(subject="sup-1", role=Role.SUPERVISOR, name="Sam", can_whisper=True),
+        ParticipantJoined(
+            subject="sup-1", role=Role.SUPERVISOR, name="Sam", can_whisper=True, worker="w1"
+        ),
         ParticipantJoined(subject="sup-2", role=Role.SUPERVISOR, name="Lee", can_whisper=True),
         WhisperStarted(coach="sup-1"),
         CoachModeSet(coach="sup-1", mode=CoachMode.OPEN_MIC),
@@ -177,3 +179,35 @@ def test_a_closed_room_lists_no_coach_in_the_call() -> None:
     assert agent.coaches == ()
     assert supervisor.coaches == ()
     assert [c.coach_name for c in agent.cues] == ["Sam"]  # what was said stays, with its name
+
+
+def test_a_supervisors_view_says_when_the_agent_muted_a_coach() -> None:
+    whispering: list[RoomEvent] = [
+        *CALL,
+        ParticipantJoined(subject="sup-1", role=Role.SUPERVISOR, name="Sam", can_whisper=True),
+        WhisperStarted(coach="sup-1"),
+    ]
+
+    def coach_seen_after(muted: CoachMuted) -> tuple[bool, bool]:
+        view = view_for(state_after([*whispering, muted]), "sup-1", Role.SUPERVISOR, "Sam")
+        assert isinstance(view, SupervisorView)
+        [coach] = view.coaches
+        return coach.muted, coach.muted_by_agent
+
+    assert coach_seen_after(CoachMuted(coach="sup-1", by="agent")) == (True, True)
+    assert coach_seen_after(CoachMuted(coach="sup-1")) == (True, False)
+
+
+def test_a_coach_with_no_media_session_is_never_shown_as_heard() -> None:
+    # Whispering over HTTP alone reaches nobody's ear: the desk must not say it does.
+    events = [
+        *CALL,
+        ParticipantJoined(subject="sup-1", role=Role.SUPERVISOR, name="Sam", can_whisper=True),
+        WhisperStarted(coach="sup-1"),
+        CoachModeSet(coach="sup-1", mode=CoachMode.OPEN_MIC),
+    ]
+
+    view = view_for(state_after(events), "agent", Role.AGENT, "Ana")
+
+    assert isinstance(view, AgentView)
+    assert [(badge.whispering, badge.audible) for badge in view.coaches] == [(True, False)]

@@ -289,6 +289,12 @@ async def test_push_to_talk_with_the_spacebar_and_mute_silence_the_coach(call: C
     await expect(agent.page.locator(".badges button")).to_have_count(0)
     await console.page.get_by_role("button", name="Unmute", exact=True).click()
     await expect(badge(agent, "sup-1")).to_be_visible()
+    # The agent silences the coach: the console says who did it, not just "muted".
+    await agent.page.locator('.badge[data-coach="sup-1"] button').click()
+    await expect(badge(agent, "sup-1")).to_be_hidden()
+    await expect(console.page.locator("#me")).to_have_text(
+        "The agent muted you: the agent does not hear you until you unmute."
+    )
     assert_nothing_of_supervisors(customer, await customer.dom_history())
 
 

@@ -61,6 +61,7 @@ else start(credentials);
 /** @param {CoachView} coach */
 function coachState(coach) {
   if (coach.audible) return "whispering — the agent hears them";
+  if (coach.whispering && coach.muted_by_agent) return "whispering, muted by the agent";
   if (coach.whispering && coach.muted) return "whispering, muted";
   if (coach.whispering) return "whispering, not talking";
   if (coach.monitoring) return "monitoring";
@@ -78,7 +79,9 @@ function coachRow(coach, you) {
     { "data-coach": coach.subject, class: coach.audible ? "audible" : "" },
     el("td", { text: coach.subject === you ? `${coach.name} (you)` : coach.name }),
     el("td", { text: coachState(coach) }),
-    el("td", { text: coach.muted ? `${mode}, muted` : mode }),
+    el("td", {
+      text: coach.muted_by_agent ? `${mode}, muted by the agent` : coach.muted ? `${mode}, muted` : mode,
+    }),
   );
   return row;
 }
@@ -400,8 +403,10 @@ function drawWhisper(coach, live) {
     ? "Your microphone is off until the call is back."
     : coach.audible
       ? "The agent hears you."
-      : coach.whispering
-        ? ptt ? "Whisper on: hold to talk." : "Whisper on, muted."
+      : coach.whispering && coach.muted_by_agent
+        ? "The agent muted you: the agent does not hear you until you unmute."
+        : coach.whispering
+          ? ptt ? "Whisper on: hold to talk." : "Whisper on, muted."
         : coach.monitoring ? "Monitoring: you hear the call." : "Not monitoring.";
   setText($("#me"), state);
   document.body.classList.toggle("audible", coach.audible && live);

@@ -32,6 +32,7 @@
  * @property {CoachMode} mode
  * @property {boolean} talking
  * @property {boolean} muted
+ * @property {boolean} muted_by_agent the agent muted them, not they themself
  * @property {boolean} audible
  */
 

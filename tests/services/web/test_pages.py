@@ -24,12 +24,17 @@ async def test_a_page_is_served_under_a_policy_that_allows_only_its_own_origin(
     assert f'<script type="module" src="/static/{page}.js"></script>' in response.text
 
 
-async def test_every_module_and_the_style_sheet_are_served_with_their_types(
+async def test_every_module_the_style_sheet_and_the_icon_are_served_with_their_types(
     service: RunningService,
 ) -> None:
     for path in sorted(STATIC.iterdir()):
         response = await service.http.get(f"/static/{path.name}")
-        expected = {".js": "text/javascript", ".css": "text/css", ".html": "text/html"}
+        expected = {
+            ".js": "text/javascript",
+            ".css": "text/css",
+            ".html": "text/html",
+            ".svg": "image/svg+xml",
+        }
 
         assert response.status_code == 200, path.name
         assert response.headers["content-type"].startswith(expected[path.suffix]), path.name

@@ -582,7 +582,10 @@ async def test_publishing_again_while_alone_in_the_room_keeps_the_audio_flowing(
     # The second WHIP ends the first, which empties the room: it must join the new room's
     # Router, not the one stopped with the old room.
     agent = await publishing(service, people, token(Role.AGENT), 800)
+    first = agent.publisher
     await agent.publish(ToneTrack(800))
+    assert first is not None
+    await first.close()  # the server ended it: the client lets it go too
     customer = Participant(service.http, ROOM, token(Role.CUSTOMER))
     people.append(customer)
     await customer.publish(ToneTrack(500))

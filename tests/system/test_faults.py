@@ -13,12 +13,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import os
-import signal
-import subprocess
-import sys
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import httpx
@@ -30,9 +26,10 @@ from events.room import LeaveReason, MonitorStarted, ParticipantLeft, Role
 from events.store import EventStore
 from projections.audit import verify_against_stream
 from services.bench.participants import Participant, ToneTrack
-from services.redis_server import RedisServer, free_loopback_port
+from services.redis_server import RedisServer
 from services.streams.audit_trail import AuditTrail
-from tests.support import SECRET, token
+from tests.support import token
+from tests.system.processes import ServiceProcess
 
 pytestmark = pytest.mark.newest_redis
 log = logging.getLogger(__name__)
@@ -42,65 +39,6 @@ ROLES = {"cust": Role.CUSTOMER, "agent": Role.AGENT, "sup-1": Role.SUPERVISOR}
 RECEIVE_SLOTS = {Role.CUSTOMER: 1, Role.AGENT: 5, Role.SUPERVISOR: 2}
 HEARD_DB, SILENT_DB = -15.0, -60.0
 ROOM = "room-1"
-
-
-class ServiceProcess:
-    """``earpiece serve`` as a child process on a fixed port; ended only by its PID."""
-
-    def __init__(self, redis_url: str, data_dir: Path) -> None:
-        self.port = free_loopback_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        self.env = {
-            **os.environ,
-            "REDIS_URL": redis_url,
-            "EARPIECE_PORT": str(self.port),
-            "EARPIECE_JWT_SECRET": SECRET,
-            "EARPIECE_DATA_DIR": str(data_dir),
-        }
-        self.process: subprocess.Popen[bytes] | None = None
-
-    def start(self) -> None:
-        self.process = subprocess.Popen(
-            [sys.executable, "-m", "services.cli", "serve"],
-            env=self.env,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline:
-            try:
-                if httpx.get(f"{self.url}/healthz", timeout=1).status_code == 200:
-                    return
-            except httpx.TransportError:
-                pass
-            assert self.process.poll() is None, "earpiece serve exited on start"
-            time.sleep(0.05)
-        raise AssertionError("earpiece serve did not answer /healthz within 30 s")
-
-    def kill(self) -> None:
-        assert self.process is not None
-        os.kill(self.process.pid, signal.SIGKILL)
-        self.process.wait(10)
-
-    def stop(self) -> None:
-        if self.process is not None and self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
-            try:
-                self.process.wait(20)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait(5)
-
-
-@pytest.fixture
-def service(
-    redis_server: RedisServer, redis_client: redis.Redis, tmp_path: Path
-) -> Iterator[ServiceProcess]:
-    # After redis_client, which empties the test's Redis: the service's lease must survive.
-    service = ServiceProcess(redis_server.url, tmp_path)
-    service.start()
-    yield service
-    service.stop()
 
 
 class Call:
@@ -151,8 +89,8 @@ class Call:
 
 
 @pytest.fixture
-async def call(service: ServiceProcess) -> AsyncIterator[Call]:
-    async with httpx.AsyncClient(base_url=service.url, timeout=10) as http:
+async def call(served: ServiceProcess) -> AsyncIterator[Call]:
+    async with httpx.AsyncClient(base_url=served.url, timeout=10) as http:
         call = Call(http)
         yield call
         await call.close()
@@ -173,7 +111,7 @@ async def left_for(store: EventStore, within_s: float) -> dict[str, LeaveReason]
 
 
 async def test_kill_9_mid_whisper_frees_the_seats_and_the_coach_is_silent_until_asked_again(
-    service: ServiceProcess, call: Call, redis_client: redis.Redis
+    served: ServiceProcess, call: Call, redis_client: redis.Redis
 ) -> None:
     store = EventStore(redis_client)
     for subject in ("cust", "agent", "sup-1"):
@@ -182,9 +120,9 @@ async def test_kill_9_mid_whisper_frees_the_seats_and_the_coach_is_silent_until_
     await call.command("sup-1", "press_talk")
     await call.hear({"agent": {"cust", "sup-1"}, "cust": {"agent"}})
 
-    service.kill()  # push-to-talk is still held
+    served.kill()  # push-to-talk is still held
     killed = time.monotonic()
-    service.start()
+    served.start()
     left = await left_for(store, within_s=15)
     seats_free_s = time.monotonic() - killed
 
@@ -313,7 +251,7 @@ async def test_a_10_s_redis_outage_under_load_heals_by_itself(
 
 
 async def test_poison_feed_entries_are_set_aside_and_the_next_event_is_audited_at_once(
-    service: ServiceProcess, redis_client: redis.Redis
+    served: ServiceProcess, redis_client: redis.Redis
 ) -> None:
     store = EventStore(redis_client)
     feed = store.keys.feed(0)
@@ -327,7 +265,7 @@ async def test_poison_feed_entries_are_set_aside_and_the_next_event_is_audited_a
     )
     await redis_client.xadd(feed, {"e": b"{not json"})
     await redis_client.xadd(feed, {"e": store.codec.encode(ghost)})
-    async with httpx.AsyncClient(base_url=service.url, timeout=10) as http:
+    async with httpx.AsyncClient(base_url=served.url, timeout=10) as http:
         await asyncio.sleep(0.5)  # the groups meet both before the real event
         joined = await http.post(
             f"/rooms/{ROOM}/commands",

@@ -15,16 +15,15 @@ from __future__ import annotations
 import asyncio
 import re
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import httpx
 import pytest
-import redis.asyncio as redis
 from playwright.async_api import async_playwright, expect
 
-from services.redis_server import RedisServer
 from tests.system.browser_support import PageUnderTest
+from tests.system.processes import ServiceProcess
 from tests.system.test_browser import (
     HEARD_DB,
     SILENT_DB,
@@ -38,7 +37,6 @@ from tests.system.test_browser import (
     start_call,
     until,
 )
-from tests.system.test_faults import ServiceProcess
 
 pytestmark = pytest.mark.newest_redis
 
@@ -77,17 +75,6 @@ MIC_ENABLED = """window.__probe.connections
   .flatMap((pc) => pc.getSenders())
   .filter((sender) => sender.track)
   .map((sender) => sender.track.enabled)"""
-
-
-@pytest.fixture
-def served(
-    redis_server: RedisServer, redis_client: redis.Redis, tmp_path: Path
-) -> Iterator[ServiceProcess]:
-    # After redis_client, which empties the test's Redis: the service's lease must survive.
-    service = ServiceProcess(redis_server.url, tmp_path)
-    service.start()
-    yield service
-    service.stop()
 
 
 @pytest.fixture

@@ -23,7 +23,8 @@ class EarpieceError(Exception):
 class InvalidRoomId(EarpieceError, ValueError):
     def __init__(self, room_id: str) -> None:
         super().__init__(
-            f"invalid room id {room_id!r}: use 1-128 characters from A-Z a-z 0-9 . _ -"
+            f"invalid room id {room_id!r}: use 1-128 characters from A-Z a-z 0-9 . _ - "
+            "(not . or .. alone)"
         )
         self.room_id = room_id
 

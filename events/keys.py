@@ -38,7 +38,8 @@ _ROOM_ID = re.compile(r"[A-Za-z0-9._-]{1,128}")
 
 
 def check_room_id(room_id: str) -> str:
-    if not _ROOM_ID.fullmatch(room_id):
+    # "." and ".." would name a path's parts wherever a room id becomes one (recordings, URLs).
+    if not _ROOM_ID.fullmatch(room_id) or room_id in (".", ".."):
         raise InvalidRoomId(room_id)
     return room_id
 

@@ -261,10 +261,10 @@ def _refusal(state: RoomState, command: RoomCommand, actor: Actor) -> Rejection 
         return Rejection(f"{actor.subject} cannot {name} as {actor.role}: only {roles}")
     if type(command) in NEEDS_WHISPER_CLAIM and not actor.can_whisper:
         return Rejection(f"{actor.subject} cannot {name}: the token has no whisper claim")
-    if isinstance(command, commands.Join):
-        return None
     participant = state.participants.get(actor.subject)
     if participant is None:
+        if isinstance(command, commands.Join):
+            return None
         return Rejection(f"{actor.subject} cannot {name}: not in room {state.room_id}")
     if participant.role is not actor.role:
         return Rejection(

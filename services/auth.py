@@ -223,6 +223,9 @@ class TokenVerifier:
             issuer=self._issuer,
             leeway_s=self._leeway_s,
         )
+        blank_queue = claims.queue and not claims.queue.strip()
+        if blank_queue or any(not queue.strip() for queue in claims.queues):
+            raise TokenRefused("invalid token claims: a queue name must not be empty or blank")
         if claims.room == ANY_ROOM and (claims.role is not Role.SUPERVISOR or not claims.queues):
             raise TokenRefused(
                 "invalid token claims: only a supervisor's token may name every room "
@@ -255,6 +258,8 @@ def _claims_of(
         return msgspec.convert(payload, Claims)
     except jwt.PyJWTError as exc:
         raise TokenRefused(f"invalid {what}: {exc}") from exc
+    except TypeError as exc:  # PyJWT's, for a header algorithm the key cannot do
+        raise TokenRefused(f"invalid {what}: its algorithm does not fit the key") from exc
     except msgspec.ValidationError as exc:
         raise TokenRefused(f"invalid {what} claims: {exc}") from exc
 

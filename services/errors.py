@@ -11,6 +11,8 @@
     └── ServiceError                     this module
         ├── RequestError                 the request cannot be served as it was sent
         │   ├── InvalidJson                                      400 invalid_json
+        │   ├── InvalidHeader            an id too long, or odd  400 invalid_header
+        │   ├── ClientGone               left mid-body           400 client_gone
         │   ├── InvalidCommand           names the field         422 invalid_command
         │   ├── BadOffer                 an SDP offer refused    400 bad_offer
         │   ├── UnsupportedMediaType                             415 unsupported_media_type
@@ -63,6 +65,14 @@ class RequestError(ServiceError):
 
 class InvalidJson(RequestError):
     pass
+
+
+class InvalidHeader(RequestError):
+    pass
+
+
+class ClientGone(RequestError):
+    """The client disconnected before its request's body was in (nobody reads the answer)."""
 
 
 class InvalidCommand(RequestError):
@@ -194,6 +204,8 @@ _ANSWERS: dict[type[BaseException], Answer] = {
     StoreUnavailable: UNAVAILABLE,
     IdempotencyKeyReused: Answer(422, "idempotency_key_reused"),
     InvalidJson: Answer(400, "invalid_json"),
+    InvalidHeader: Answer(400, "invalid_header"),
+    ClientGone: Answer(400, "client_gone"),
     InvalidCommand: Answer(422, "invalid_command"),
     BadOffer: Answer(400, "bad_offer"),
     UnsupportedMediaType: Answer(415, "unsupported_media_type"),

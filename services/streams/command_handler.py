@@ -62,6 +62,8 @@ class CommandHandler:
         correlation_id: str | None = None,
     ) -> Outcome:
         causation_id = idempotency_key or new_event_id()
+        if idempotency_key is not None:  # each sender's keys are their own
+            idempotency_key = f"{actor.subject}:{idempotency_key}"
         # Commands to one room from this process go one at a time; only other nodes race.
         async with self._locks.setdefault(room_id, asyncio.Lock()):
             outcome = await self._decide_and_append(

@@ -53,6 +53,7 @@ from services.web.http import (
     authenticate,
     bounded_body,
     error_response,
+    header_id,
     json_response,
     room_id_of,
     starlette_error,
@@ -110,8 +111,8 @@ class Api:
             room_id,
             command,
             claims.actor(),
-            idempotency_key=request.headers.get("idempotency-key"),
-            correlation_id=request.headers.get("x-correlation-id"),
+            idempotency_key=header_id(request, "idempotency-key"),
+            correlation_id=header_id(request, "x-correlation-id"),
         )
         if isinstance(outcome, Rejection):
             raise CommandRejected(outcome.reason)

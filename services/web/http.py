@@ -7,16 +7,24 @@ Errors are JSON ``{"error": <code>, "detail": <sentence>}``, with the status and
 from __future__ import annotations
 
 import logging
+import re
 from typing import Any
 
 import msgspec
 from starlette.exceptions import HTTPException
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
 
 from events.keys import check_room_id
 from services.auth import Claims, TokenVerifier
-from services.errors import INTERNAL, TokenRefused, TooLarge, answer_for
+from services.errors import (
+    INTERNAL,
+    ClientGone,
+    InvalidHeader,
+    TokenRefused,
+    TooLarge,
+    answer_for,
+)
 
 log = logging.getLogger(__name__)
 
@@ -48,11 +56,26 @@ async def bounded_body(request: Request, limit: int) -> bytes:
     if declared is not None and declared.isdigit() and int(declared) > limit:
         raise TooLarge(f"body of {declared} bytes is over {limit}")
     body = bytearray()
-    async for chunk in request.stream():
-        body += chunk
-        if len(body) > limit:
-            raise TooLarge(f"body is over {limit} bytes")
+    try:
+        async for chunk in request.stream():
+            body += chunk
+            if len(body) > limit:
+                raise TooLarge(f"body is over {limit} bytes")
+    except ClientDisconnect as exc:
+        raise ClientGone("the client went away before its request's body was in") from exc
     return bytes(body)
+
+
+HEADER_ID = re.compile(r"[A-Za-z0-9._:-]{1,128}")
+"""What an id a client sends in a header may be (it is stored with every event it causes)."""
+
+
+def header_id(request: Request, name: str) -> str | None:
+    """The id in header ``name``, if sent; InvalidHeader unless it matches ``HEADER_ID``."""
+    value = request.headers.get(name)
+    if value is not None and not HEADER_ID.fullmatch(value):
+        raise InvalidHeader(f"{name}: use 1-128 characters from A-Z a-z 0-9 . _ : -")
+    return value
 
 
 async def error_response(request: Request, exc: Exception) -> Response:

@@ -17,7 +17,7 @@ from starlette.websockets import WebSocket
 
 from events.room import Role
 from projections.views import LiveRoom
-from services.auth import Claims, TokenVerifier
+from services.auth import ANY_ROOM, Claims, TokenVerifier
 from services.errors import AccessDenied
 from services.streams.lobby import LobbyChanges
 from services.web.sockets import (
@@ -41,6 +41,8 @@ NO_MESSAGES = ErrorMessage(error="invalid_message", detail="the lobby takes no m
 def check_lobby_access(claims: Claims) -> None:
     if claims.role is not Role.SUPERVISOR:
         raise AccessDenied(f"only supervisors have a lobby, not the {claims.role}")
+    if claims.room != ANY_ROOM:  # a room's token, whatever queues it lists, is for that room
+        raise AccessDenied(f"a token for room {claims.room!r} has no lobby: it needs room '*'")
 
 
 class LobbySocket:

@@ -164,7 +164,7 @@ async def test_snapshot_round_trips(store: EventStore) -> None:
     assert await store.load_snapshot("room-1") == Snapshot(version=7, schema=1, state=b"\x01\x02")
 
 
-@pytest.mark.parametrize("room_id", ["", "room}{x", "a b", "x" * 129])
+@pytest.mark.parametrize("room_id", ["", "room}{x", "a b", "x" * 129, ".", ".."])
 async def test_room_ids_that_cannot_name_a_stream_are_refused(
     store: EventStore, room_id: str
 ) -> None:

@@ -731,3 +731,11 @@ def test_an_http_join_with_no_session_ends_after_its_grace() -> None:
 def test_ending_a_presence_in_a_closed_room_changes_nothing() -> None:
     lost = commands.EndPresence(subject=AG, reason=room.LeaveReason.WORKER_LOST, worker="w1")
     given(*LIVE_CALL, room.RoomClosed()).when(AGENT, lost).then()
+
+
+def test_join_under_another_role_than_the_joined_one_is_rejected() -> None:
+    promoted = Actor(AG, Role.SUPERVISOR, "Alice", can_whisper=True)
+    given(*CALL).when(promoted, commands.Join()).rejected("joined as agent, but the token says")
+    given(*LIVE_CALL).when(promoted, commands.AttachSession(worker="w1")).rejected(
+        "joined as agent, but the token says supervisor"
+    )

@@ -572,3 +572,37 @@ async def test_a_resume_token_not_made_by_the_service_for_a_caller_is_refused(
 
     with pytest.raises(TokenRefused, match=match):
         await resuming_verifier(rsa_key).verify_async(forged, "room-1")
+
+
+# Hostile claims and headers (issue 10's findings, kept as regressions)
+
+
+@pytest.mark.parametrize(
+    "changes",
+    [
+        {"role": "supervisor", "room": "*", "queues": [""]},
+        {"role": "supervisor", "room": "*", "queues": ["sales", "  "]},
+        {"queue": " "},
+    ],
+    ids=["empty-queue", "blank-queue", "blank-call-queue"],
+)
+async def test_a_token_naming_an_empty_or_blank_queue_is_refused(changes: dict[str, Any]) -> None:
+    bad = jwt.encode(claims(**changes), SECRET, algorithm="HS256")
+
+    with pytest.raises(TokenRefused, match="a queue name must not be empty or blank"):
+        await secret_verifier().claims_async(bad)
+
+
+async def test_a_header_algorithm_the_key_cannot_do_is_refused_not_a_crash(
+    rsa_key: rsa.RSAPrivateKey, ec_key: ec.EllipticCurvePrivateKey
+) -> None:
+    # RS256 and ES256 allowed, an RSA key configured, a token whose header says ES256.
+    verifier = TokenVerifier(
+        rsa_key.public_key(),
+        audience="earpiece",
+        issuer="https://id.example.com/",
+        algorithms=("RS256", "ES256"),
+    )
+
+    with pytest.raises(TokenRefused, match="invalid token"):
+        await verifier.verify_async(sign(ec_key, "ES256"), "room-1")

@@ -95,9 +95,11 @@ async def test_a_closed_room_leaves_the_lobby(http: httpx.AsyncClient) -> None:
     [
         (token(Role.AGENT, room="r-sales", queue="sales"), 403),
         (token(Role.CUSTOMER, room="*", queues=["sales"]), 401),
+        # a room's token gives that room, whatever queues it lists: not the queues' lobby
+        (token(Role.SUPERVISOR, room="r-sales", queues=["sales"]), 403),
         ("not-a-token", 401),
     ],
-    ids=["agent", "customer-any-room", "garbage"],
+    ids=["agent", "customer-any-room", "room-scoped-supervisor", "garbage"],
 )
 async def test_lobby_is_for_supervisors_only(
     http: httpx.AsyncClient, bearer: str, status: int

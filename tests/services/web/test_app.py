@@ -11,9 +11,10 @@ import pytest
 import redis.asyncio as redis
 
 from events.room import Role
+from events.store import EventStore
 from services.redis_server import RedisServer
 from services.streams.workers import WORKER_RESTARTS, Workers
-from tests.support import running_service, token
+from tests.support import RunningService, running_service, token
 
 
 def bearer(value: str) -> dict[str, str]:
@@ -234,3 +235,80 @@ async def test_customer_command_replies_carry_no_versions(http: httpx.AsyncClien
     joined = await command(http, token(Role.CUSTOMER), {"command": "join"})
 
     assert (joined.status_code, joined.json()) == (201, {})
+
+
+@pytest.mark.parametrize(
+    ("header", "value"),
+    [
+        ("x-correlation-id", "c" * 129),
+        ("idempotency-key", "k" * 30_000),
+        ("idempotency-key", "two words"),
+        ("x-correlation-id", "<script>"),
+    ],
+    ids=["long-correlation", "huge-key", "space", "markup"],
+)
+async def test_an_id_header_past_its_bounds_is_refused_with_400_and_stores_nothing(
+    http: httpx.AsyncClient, redis_client: redis.Redis, header: str, value: str
+) -> None:
+    response = await http.post(
+        "/rooms/room-1/commands",
+        json={"command": "join"},
+        headers={**bearer(token(Role.AGENT)), header: value},
+    )
+
+    assert (response.status_code, response.json()["error"]) == (400, "invalid_header")
+    assert f"{header}: use 1-128 characters" in response.json()["detail"]
+    assert await redis_client.xlen(EventStore(redis_client).keys.room("room-1")) == 0
+
+
+async def test_idempotency_keys_are_each_senders_own(http: httpx.AsyncClient) -> None:
+    # A customer who uses a key first does not block a supervisor's command under it.
+    same_key = {"idempotency-key": "click-1"}
+    customer = await http.post(
+        "/rooms/room-1/commands",
+        json={"command": "join"},
+        headers={**bearer(token(Role.CUSTOMER)), **same_key},
+    )
+    coach = await http.post(
+        "/rooms/room-1/commands",
+        json={"command": "join"},
+        headers={**bearer(token(Role.SUPERVISOR, whisper=True)), **same_key},
+    )
+
+    assert (customer.status_code, coach.status_code) == (201, 201)
+
+
+async def test_a_participant_joined_under_one_role_is_refused_under_another(
+    http: httpx.AsyncClient,
+) -> None:
+    assert (
+        await command(http, token(Role.AGENT, sub="pat"), {"command": "join"})
+    ).status_code == 201
+
+    again = await command(http, token(Role.SUPERVISOR, sub="pat"), {"command": "join"})
+
+    assert (again.status_code, again.json()["error"]) == (409, "rejected")
+    assert "joined as agent, but the token says supervisor" in again.json()["detail"]
+
+
+async def test_a_client_that_leaves_mid_body_gets_no_traceback_logged(
+    service: RunningService, caplog: pytest.LogCaptureFixture
+) -> None:
+    host, port = service.http.base_url.host, service.http.base_url.port
+    _reader, writer = await asyncio.open_connection(host, port)
+    bearer_header = f"Authorization: Bearer {token(Role.AGENT)}\r\n"
+    writer.write(
+        (
+            "POST /rooms/room-1/commands HTTP/1.1\r\nHost: x\r\n"
+            f"{bearer_header}Content-Type: application/json\r\nContent-Length: 1000\r\n\r\n"
+            '{"command": '
+        ).encode()
+    )
+    await writer.drain()
+    writer.close()  # gone, 990 bytes short
+    await writer.wait_closed()
+    await asyncio.sleep(0.3)
+
+    assert (await service.http.get("/healthz")).status_code == 200
+    assert "Traceback" not in caplog.text
+    assert "Exception in ASGI application" not in caplog.text

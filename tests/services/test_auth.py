@@ -163,6 +163,19 @@ def jwks_verifier(url: str, *, cooldown_s: float = 30) -> TokenVerifier:
     )
 
 
+def key_verifier(
+    key: rsa.RSAPrivateKey, *algorithms: str, resume_key: str | None = None
+) -> TokenVerifier:
+    """A verifier of the issuer's public key for ``algorithms`` (RS256 by default)."""
+    return TokenVerifier(
+        key.public_key(),
+        audience="earpiece",
+        issuer="https://id.example.com/",
+        algorithms=algorithms or ("RS256",),
+        resume_key=resume_key,
+    )
+
+
 def secret_verifier(leeway_s: float = 0) -> TokenVerifier:
     return TokenVerifier(
         SECRET, audience="earpiece", issuer="https://id.example.com/", leeway_s=leeway_s
@@ -353,12 +366,7 @@ def test_verify_with_the_public_key_from_settings_returns_the_claims(
 def test_verify_with_a_public_key_refuses_a_token_of_another_key(
     rsa_key: rsa.RSAPrivateKey, rsa_key_2: rsa.RSAPrivateKey
 ) -> None:
-    verifier = TokenVerifier(
-        rsa_key.public_key(),
-        audience="earpiece",
-        issuer="https://id.example.com/",
-        algorithms=("RS256",),
-    )
+    verifier = key_verifier(rsa_key)
     with pytest.raises(AuthError, match="invalid token: Signature verification failed"):
         verifier.verify(sign(rsa_key_2, "RS256"), "room-1")
 
@@ -367,12 +375,7 @@ def test_verify_with_rs256_refuses_hs256_signed_with_the_public_key(
     rsa_key: rsa.RSAPrivateKey,
 ) -> None:
     """Algorithm confusion: the public PEM, known to all, used as an HMAC secret."""
-    verifier = TokenVerifier(
-        rsa_key.public_key(),
-        audience="earpiece",
-        issuer="https://id.example.com/",
-        algorithms=("RS256",),
-    )
+    verifier = key_verifier(rsa_key)
     token = forge({"alg": "HS256", "typ": "JWT"}, claims(), hmac_key=public_pem(rsa_key))
     with pytest.raises(AuthError, match="invalid token: The specified alg value is not allowed"):
         verifier.verify(token, "room-1")
@@ -520,13 +523,7 @@ RESUME_KEY = "resume-key-of-at-least-32-bytes!!"
 
 def resuming_verifier(rsa_key: rsa.RSAPrivateKey) -> TokenVerifier:
     """An issuer's RS256 keys, and the service's own key for resume tokens."""
-    return TokenVerifier(
-        rsa_key.public_key(),
-        audience="earpiece",
-        issuer="https://id.example.com/",
-        algorithms=("RS256",),
-        resume_key=RESUME_KEY,
-    )
+    return key_verifier(rsa_key, resume_key=RESUME_KEY)
 
 
 async def test_an_agents_resume_token_admits_them_to_their_room_only(
@@ -597,12 +594,7 @@ async def test_a_header_algorithm_the_key_cannot_do_is_refused_not_a_crash(
     rsa_key: rsa.RSAPrivateKey, ec_key: ec.EllipticCurvePrivateKey
 ) -> None:
     # RS256 and ES256 allowed, an RSA key configured, a token whose header says ES256.
-    verifier = TokenVerifier(
-        rsa_key.public_key(),
-        audience="earpiece",
-        issuer="https://id.example.com/",
-        algorithms=("RS256", "ES256"),
-    )
+    verifier = key_verifier(rsa_key, "RS256", "ES256")
 
     with pytest.raises(TokenRefused, match="invalid token"):
         await verifier.verify_async(sign(ec_key, "ES256"), "room-1")

@@ -45,6 +45,7 @@ _MID = re.compile(r"[A-Za-z0-9!#$%&'*+\-.^_`{|}~]{1,32}")
 _ICE_UFRAG = re.compile(r"[A-Za-z0-9+/]{4,256}")
 _ICE_PWD = re.compile(r"[A-Za-z0-9+/]{22,256}")
 _FINGERPRINT = re.compile(r"[A-Za-z0-9-]+ [0-9A-Fa-f]{2}(?::[0-9A-Fa-f]{2})+")
+_SETUP = re.compile(r"\S+")  # its values are aiortc's to refuse ("not SDP the server can read")
 _OPUS_RTPMAP = re.compile(r"a=rtpmap:(?P<pt>[0-9]{1,3}) opus/48000/2", re.IGNORECASE)
 _NUMBER = re.compile(r"[0-9]{1,10}")
 _PAYLOAD_ATTRIBUTE = re.compile(r"a=(?:rtpmap|fmtp|rtcp-fb):(?P<pt>[0-9]{1,3})[ /]")
@@ -72,8 +73,9 @@ def check_offer(
 
     A ``publish`` offer has exactly one audio section that lets the client send; a ``receive``
     offer has up to ``max_audio_sections``, each recvonly (sendrecv is allowed: the server will
-    only send). Every section offers Opus 48000/2 and has its mid, ICE credentials and DTLS
-    fingerprint, here or at session level. Sections are named by their m-line index (from 0).
+    only send). Every section offers Opus 48000/2 and has its mid, ICE credentials, DTLS
+    fingerprint and setup role, here or at session level. Sections are named by their m-line
+    index (from 0).
     """
     lines = _offer_lines(sdp)
     session, sections = _split(lines)
@@ -304,6 +306,7 @@ def _check_transport(session: Sequence[str], section: Sequence[str], name: str) 
         ("ice-ufrag", _ICE_UFRAG),
         ("ice-pwd", _ICE_PWD),
         ("fingerprint", _FINGERPRINT),
+        ("setup", _SETUP),  # without it aiortc fails with an AttributeError, a 500
     ):
         value = _attribute(section, attribute) or _attribute(session, attribute)
         if value is None:

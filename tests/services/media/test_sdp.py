@@ -331,6 +331,12 @@ RECEIVE = chromium_offer("recvonly", "recvonly")
             id="no-fingerprint",
         ),
         pytest.param(
+            without(PUBLISH, "a=setup:"),
+            "publish",
+            r"^m-line 0 \(mid 0\) has no a=setup, neither there nor at session level$",
+            id="no-setup",
+        ),
+        pytest.param(
             PUBLISH.replace("a=fingerprint:sha-256 D2:", "a=fingerprint:sha-256 zz:"),
             "publish",
             r"has a malformed a=fingerprint",

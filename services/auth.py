@@ -170,9 +170,14 @@ class TokenVerifier:
         """Seconds until a token with ``claims`` is refused (its expiry, with the leeway)."""
         return claims.exp + self._leeway_s - time.time()
 
+    def resumable(self, claims: Claims) -> bool:
+        """Whether the participant ``claims`` name gets resume tokens: customers and agents of
+        one room, when the verifier has a resume key."""
+        return self._resume_key is not None and _resumable(claims)
+
     def resume_token(self, claims: Claims) -> str | None:
         """A resume token for the participant ``claims`` name (None for supervisors)."""
-        if self._resume_key is None or claims.role not in RESUMABLE or claims.room == ANY_ROOM:
+        if self._resume_key is None or not _resumable(claims):
             return None
         return mint_token(
             self._resume_key,
@@ -210,7 +215,7 @@ class TokenVerifier:
             issuer=RESUME_ISSUER,
             what="resume token",
         )
-        if claims.role not in RESUMABLE or claims.room == ANY_ROOM or claims.whisper:
+        if not _resumable(claims) or claims.whisper:  # none made here carries a whisper claim
             raise TokenRefused("invalid resume token: only a customer's or an agent's, for a room")
         return claims
 
@@ -272,6 +277,10 @@ def _check_room(claims: Claims, room_id: str, *, room_queue: str | None) -> None
             )
     elif claims.room != room_id:
         raise AccessDenied(f"token is for room {claims.room!r}, not {room_id!r}")
+
+
+def _resumable(claims: Claims) -> bool:
+    return claims.role in RESUMABLE and claims.room != ANY_ROOM
 
 
 def _audience_of(token: str) -> object:

@@ -171,10 +171,10 @@ class LiveChannel:
                 await send_message(websocket, await self._hello(room_id, claims))
                 async with asyncio.TaskGroup() as group:
                     group.create_task(self._send_views(websocket, room_id, claims))
-                    if self.verifier.resume_token(claims) is None:
-                        group.create_task(expire_after(self.verifier.expires_in_s(claims)))
-                    else:
+                    if self.verifier.resumable(claims):
                         group.create_task(self._send_resume_tokens(websocket, claims))
+                    else:
+                        group.create_task(expire_after(self.verifier.expires_in_s(claims)))
                     await self._serve_commands(websocket, room_id, claims, talk)
         finally:
             if talk.held:  # a press never outlives the page that made it

@@ -217,7 +217,7 @@ def decide(
         case commands.Join():
             return _join(state, actor)
         case commands.Leave():
-            return [*_stop_monitor(subject, coach), room.ParticipantLeft(subject=subject)]
+            return _leave(subject, coach, LeaveReason.ASKED)
         case commands.StartMonitor():
             return [] if coach.monitoring else [room.MonitorStarted(coach=subject)]
         case commands.StopMonitor():
@@ -298,7 +298,11 @@ def _end_presence(
     participant = state.participants.get(subject)
     if state.closed or participant is None or participant.worker != worker:
         return []
-    coach = state.coaches.get(subject, Coach())
+    return _leave(subject, state.coaches.get(subject, Coach()), reason)
+
+
+def _leave(subject: str, coach: Coach, reason: LeaveReason) -> list[RoomEvent]:
+    """Everything the participant was doing ends, then they leave."""
     return [*_stop_monitor(subject, coach), room.ParticipantLeft(subject=subject, reason=reason)]
 
 

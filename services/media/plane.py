@@ -14,8 +14,8 @@ import contextlib
 import logging
 import time
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable
-from typing import Literal, NamedTuple
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
+from typing import Any, Literal, NamedTuple
 
 import redis.asyncio as redis
 from aiortc import RTCConfiguration, RTCPeerConnection, RTCSessionDescription
@@ -230,9 +230,7 @@ class MediaPlane:
             if pc.connectionState in ("failed", "closed"):
                 await self._lose(session, f"connection {pc.connectionState}")
 
-        expiry = asyncio.get_running_loop().create_task(self._expire_unconnected(session))
-        self._expiries.add(expiry)
-        expiry.add_done_callback(self._expiries.discard)
+        self._expire(self._expire_unconnected(session))
         return room, session
 
     @contextlib.asynccontextmanager
@@ -258,9 +256,13 @@ class MediaPlane:
             session.ended_because = reason
             await self._lose(session, f"{reason} at {deadline:.0f}")
 
-        expiry = asyncio.get_running_loop().create_task(end_then())
-        self._expiries.add(expiry)
-        expiry.add_done_callback(self._expiries.discard)
+        self._expire(end_then())
+
+    def _expire(self, expiry: Coroutine[Any, Any, None]) -> None:
+        """Run a session's expiry in the background; ``close`` cancels those still waiting."""
+        task = asyncio.get_running_loop().create_task(expiry)
+        self._expiries.add(task)
+        task.add_done_callback(self._expiries.discard)
 
     async def _expire_unconnected(self, session: Session) -> None:
         """A session whose client never connects must not hold the participant's seat."""

@@ -112,8 +112,8 @@ class Signaling:
             raise
         if actor.role is Role.SUPERVISOR:  # monitoring ends with the right to monitor
             self.media.end_at(session, claims.exp, LeaveReason.CREDENTIALS_EXPIRED)
-        if direction == "publish" and actor.role is Role.SUPERVISOR:
-            await self.commands.handle(room_id, StopWhisper(), actor)  # asked before: not now
+            if direction == "publish":  # a whisper asked for before this session: not now
+                await self.commands.handle(room_id, StopWhisper(), actor)
         location = f"/rooms/{room_id}/{PATHS[direction]}/{session.id}"
         return Response(answer, 201, {"Location": location}, "application/sdp")
 
@@ -158,12 +158,8 @@ class Signaling:
         """The participant leaves once none of their sessions is left in the room; a coach
         whose publish session ended stops whispering (silent monitor, while they receive)."""
         room = self.media.rooms.get(room_id)
-        mine = (
-            []
-            if room is None
-            else [s for s in room.sessions.values() if s.actor.subject == actor.subject]
-        )
-        if not mine:
+        sessions = room.sessions.values() if room is not None else ()
+        if not any(s.actor.subject == actor.subject for s in sessions):
             command: RoomCommand | SessionCommand = EndPresence(
                 subject=actor.subject,
                 reason=reason,

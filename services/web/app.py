@@ -8,9 +8,6 @@ from __future__ import annotations
 
 import contextlib
 import functools
-import logging
-import os
-import socket
 from collections.abc import AsyncIterator
 
 import msgspec
@@ -61,8 +58,6 @@ from services.web.http import (
 from services.web.live_channel import LiveChannel
 from services.web.lobby_socket import LobbySocket, check_lobby_access
 from services.web.signaling import Signaling
-
-log = logging.getLogger(__name__)
 
 _command_decoder = msgspec.json.Decoder(RoomCommand)
 
@@ -159,7 +154,7 @@ def create_app(settings: Settings, client: redis.Redis) -> Starlette:
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
-        consumer = f"{socket.gethostname()}-{os.getpid()}"
+        consumer = api.presence.worker_id  # one identity per worker, for groups and leases
         await api.presence.start()  # before any session: its lease holds them
         workers = api.workers
         workers.start("presence", api.presence.run)

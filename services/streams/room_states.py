@@ -101,14 +101,16 @@ class RoomStates:
         batch = await self.store.read(state.room_id, after_version=state.version - 1, count=page)
         if not batch or batch[0].version != state.version:
             return await self.reload(state.room_id, await self.store.version(state.room_id))
-        return await self._fold_tail(fold(state, batch[1:]), page)
+        state = fold(state, batch[1:])
+        return await self._fold_tail(state, page) if len(batch) == page else state
 
     async def _fold_tail(self, state: RoomState, page: int = 1000) -> RoomState:
-        while batch := await self.store.read(
-            state.room_id, after_version=state.version, count=page
-        ):
+        """``state`` with every event after it; a page shorter than ``page`` was the last."""
+        while True:
+            batch = await self.store.read(state.room_id, after_version=state.version, count=page)
             state = fold(state, batch)
-        return state
+            if len(batch) < page:
+                return state
 
     async def _snapshot_if_due(self, state: RoomState) -> None:
         if state.version - self._snapshot_versions.get(state.room_id, 0) < self.snapshot_every:

@@ -14,6 +14,7 @@
 // `suspect()`: the leg is `checking` until both connections have received packets again (the
 // service sends RTCP on each at least every 1.5 s), and lost if they have not within 3 s.
 
+import { Backoff } from "./backoff.js";
 import { SessionRefused, microphone, play, publish, receive } from "./media.js";
 
 /** @typedef {import("./link.js").Credentials} Credentials */
@@ -29,8 +30,6 @@ import { SessionRefused, microphone, play, publish, receive } from "./media.js";
 
 const DROP_AFTER_MS = 2000; // a connection disconnected this long is lost
 const CONNECT_WITHIN_MS = 10_000; // new sessions not both connected by then are made again
-const FIRST_RETRY_MS = 500;
-const MAX_RETRY_MS = 10_000;
 const GIVE_UP = new Set([401, 403]); // the token will not do: trying again cannot help
 const VERIFY_WITHIN_MS = 3000; // a suspected connection that receives nothing this long is lost
 const VERIFY_EVERY_MS = 200;
@@ -97,7 +96,7 @@ export class Leg extends EventTarget {
     this.status = "idle";
     /** @type {OnTrack} */
     this.onTrack = () => {};
-    this.retryMs = FIRST_RETRY_MS;
+    this.backoff = new Backoff();
     // Each set of sessions has a number; what an older set reports is ignored.
     this.generation = 0;
     /** @type {number | undefined} */
@@ -162,7 +161,7 @@ export class Leg extends EventTarget {
     if (!this.slots) throw new Error("Not connected to the room yet.");
     if (this.joined) return;
     this.onTrack = onTrack;
-    this.retryMs = FIRST_RETRY_MS;
+    this.backoff.reset();
     this.setStatus("connecting");
     const generation = ++this.generation;
     try {
@@ -209,7 +208,7 @@ export class Leg extends EventTarget {
     this.closeSessions(!ended);
     this.mic?.stop();
     this.mic = null;
-    this.retryMs = FIRST_RETRY_MS;
+    this.backoff.reset();
     this.setStatus("idle");
   }
 
@@ -281,7 +280,7 @@ export class Leg extends EventTarget {
       clearTimeout(this.dropTimer);
       clearTimeout(this.connectTimer);
       this.dropTimer = this.connectTimer = undefined;
-      this.retryMs = FIRST_RETRY_MS;
+      this.backoff.reset();
       const was = this.status;
       if (was === "checking") return; // up as far as ICE knows: suspect() decides
       this.setStatus("connected");
@@ -308,8 +307,7 @@ export class Leg extends EventTarget {
 
   retryLater() {
     clearTimeout(this.retryTimer);
-    this.retryTimer = setTimeout(() => this.retry(), this.retryMs);
-    this.retryMs = Math.min(this.retryMs * 2, MAX_RETRY_MS);
+    this.retryTimer = setTimeout(() => this.retry(), this.backoff.next());
   }
 
   async retry() {

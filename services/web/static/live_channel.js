@@ -5,6 +5,8 @@
 // `error` says why not. A socket that drops is opened again, backing off up to 10 s, unless its
 // close code says that retrying cannot help; with the newest `resume` token, if it was given one.
 
+import { Backoff } from "./backoff.js";
+
 // The messages' shapes, as the server sends them (services/web/live_channel.py, lobby_socket.py
 // and projections/views.py): what the pages may rely on.
 
@@ -169,7 +171,7 @@ export class LiveChannel extends /** @type {ChannelTarget} */ (EventTarget) {
     /** @type {WebSocket | null} */
     this.socket = null;
     this.sent = 0;
-    this.retryMs = 500;
+    this.backoff = new Backoff();
     this.stopped = false;
   }
 
@@ -190,7 +192,7 @@ export class LiveChannel extends /** @type {ChannelTarget} */ (EventTarget) {
       }
       // Data from the room (or lobby) means connected again; a hello alone may precede a
       // close for an unavailable store, and must not reset the back-off.
-      if (message.type === "view" || message.type === "lobby") this.retryMs = 500;
+      if (message.type === "view" || message.type === "lobby") this.backoff.reset();
       if (message.type === "resume") this.token = message.token;
       this.dispatchEvent(new CustomEvent(message.type, { detail: message }));
     });
@@ -201,9 +203,9 @@ export class LiveChannel extends /** @type {ChannelTarget} */ (EventTarget) {
         this.dispatchEvent(new CustomEvent("fatal", { detail: fatal }));
         return;
       }
-      this.dispatchEvent(new CustomEvent("offline", { detail: this.retryMs }));
-      setTimeout(() => this.connect(), this.retryMs);
-      this.retryMs = Math.min(this.retryMs * 2, 10_000);
+      const wait = this.backoff.next();
+      this.dispatchEvent(new CustomEvent("offline", { detail: wait }));
+      setTimeout(() => this.connect(), wait);
     });
   }
 

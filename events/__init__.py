@@ -38,6 +38,7 @@ from events.room import (
 )
 from events.schema import envelope_json_schema
 from events.store import AppendResult, EventStore, Snapshot
+from events.stream_reader import StreamReader
 
 __all__ = [
     "SCHEMA_VERSION",
@@ -70,6 +71,7 @@ __all__ = [
     "Snapshot",
     "StoreError",
     "StoreUnavailable",
+    "StreamReader",
     "TalkPressed",
     "TalkReleased",
     "Upcaster",

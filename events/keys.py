@@ -20,6 +20,7 @@ Workers, each key on its own (no script touches two of them):
     earpiece:workers                     every registered worker process: id → when it started
     earpiece:worker:<id>                 its lease, renewed while it lives (expires when not)
     earpiece:worker:<id>:rooms           the rooms in which its sessions hold someone's presence
+    earpiece:reader:<id>:wake            a stream reader's wake-ups: appended to re-arm its read
     earpiece:unattached-joins            (sorted by deadline) "<room> <subject>" of HTTP joins
                                          that no media session has followed yet
 
@@ -98,6 +99,9 @@ class KeySpace:
 
     def worker_rooms(self, worker_id: str) -> str:
         return f"{self.namespace}:worker:{worker_id}:rooms"
+
+    def reader_wake(self, reader_id: str) -> str:
+        return f"{self.namespace}:reader:{reader_id}:wake"
 
     def unattached_joins(self) -> str:
         return f"{self.namespace}:unattached-joins"

@@ -1,7 +1,8 @@
 """The event store: one Redis Stream per room, appended atomically with an expected version.
 
 A room's stream holds its envelopes under entry ids ``"<version>-0"``, so reading from a version
-is a plain ``XRANGE`` and following is a blocking ``XREAD``. One Lua script checks the expected
+is a plain ``XRANGE`` and following is a blocking ``XREAD`` (``stream_reader.py``: one per
+process, over every room it follows). One Lua script checks the expected
 version and the idempotency key, then writes the room stream and its partition's feed together
 (they share a hash tag, see ``keys.py``). Either all events of an append are stored, or none.
 
@@ -79,7 +80,7 @@ _fingerprint_encoder = msgspec.json.Encoder()
 _snapshot_decoder = msgspec.msgpack.Decoder(Snapshot)
 
 
-def _version_of(entry_id: bytes) -> int:
+def version_of(entry_id: bytes) -> int:
     return int(entry_id.split(b"-", 1)[0])
 
 
@@ -166,7 +167,7 @@ class EventStore:
     async def version(self, room_id: str) -> int:
         """The room's current version: 0 for a room with no events."""
         newest = await self._call("XREVRANGE", self.keys.room(room_id), "+", "-", "COUNT", 1)
-        return _version_of(newest[0][0]) if newest else 0
+        return version_of(newest[0][0]) if newest else 0
 
     async def read(
         self, room_id: str, *, after_version: int = 0, count: int | None = None
@@ -176,7 +177,7 @@ class EventStore:
         if count is not None:
             args += ["COUNT", count]
         entries = await self._call("XRANGE", *args)
-        return [self._decode(room_id, entry_id, fields) for entry_id, fields in entries]
+        return [self.decode_entry(room_id, entry_id, fields) for entry_id, fields in entries]
 
     async def read_all(
         self, room_id: str, *, after_version: int = 0, page: int = 1000
@@ -186,26 +187,6 @@ class EventStore:
             for envelope in batch:
                 yield envelope
             after_version = batch[-1].version
-
-    async def follow(
-        self, room_id: str, *, after_version: int = 0, block_ms: int = 1000
-    ) -> AsyncGenerator[Envelope, None]:
-        """Every envelope above ``after_version``, then each new one as soon as it is appended.
-
-        Runs until cancelled. Each wait is one ``XREAD BLOCK``, so a new event reaches the
-        follower within a round trip of its append.
-        """
-        key = self.keys.room(room_id)
-        last_id = f"{after_version}-0"
-        while True:
-            raise_if_cancelling()
-            reply = await self._call(
-                "XREAD", "COUNT", 500, "BLOCK", block_ms, "STREAMS", key, last_id
-            )
-            for _stream, entries in reply or ():
-                for entry_id, fields in entries:
-                    yield self._decode(room_id, entry_id, fields)
-                    last_id = entry_id.decode()
 
     async def save_snapshot(self, room_id: str, snapshot: Snapshot) -> None:
         await self._call("SET", self.keys.snapshot(room_id), msgspec.msgpack.encode(snapshot))
@@ -220,10 +201,11 @@ class EventStore:
         except RedisError as exc:
             raise StoreUnavailable(f"{args[0]} {args[1]!r} failed: {exc}") from exc
 
-    def _decode(self, room_id: str, entry_id: bytes, fields: Any) -> Envelope:
+    def decode_entry(self, room_id: str, entry_id: bytes, fields: Any) -> Envelope:
+        """The envelope of a stream entry of the room, checked to be the one its id names."""
         raw = _fields(fields).get(b"e", b"")
         envelope = self.codec.decode(raw)
-        if envelope.room_id != room_id or envelope.version != _version_of(entry_id):
+        if envelope.room_id != room_id or envelope.version != version_of(entry_id):
             raise MalformedEvent(
                 f"entry {entry_id.decode()} of room {room_id!r} holds version "
                 f"{envelope.version} of room {envelope.room_id!r}",

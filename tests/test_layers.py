@@ -15,6 +15,7 @@ LAYERS = [
     "events",
     "projections",
     "services.errors services.settings services.auth services.redis_server",
+    "services.redis_clients",
     "services.streams",
     "services.media",
     "services.web",

@@ -1,13 +1,13 @@
 """``earpiece bench pages``: N open pages of one room, one shared follower against one each.
 
 Every open page needs each new state of its room. The baseline is what each page's socket did
-before ``services/streams/room_followers.py``: load the state, then follow the room's stream itself,
-one blocking ``XREAD`` (and one Redis connection) and one fold per page. Both run side by side
-on the same fresh local redis-server, for each N: an event is appended every 20 ms, and a
-sample is the time from calling ``append()`` until the last of the N pages has a state that
-includes that event. The table also gives the blocking Redis reads (each holds a connection)
-while the pages listen, and this process's CPU time per event (pages, followers and appender
-share it, as in the service).
+before ``services/streams/room_followers.py``: load the state, then follow the room's stream
+itself, one blocking ``XREAD`` (a stream reader and a Redis connection of its own) and one fold
+per page. Both run side by side on the same fresh local redis-server, for each N: an event is
+appended every 20 ms, and a sample is the time from calling ``append()`` until the last of the
+N pages has a state that includes that event. The table also gives the blocking Redis reads
+(each holds a connection) while the pages listen, and this process's CPU time per event (pages,
+followers and appender share it, as in the service).
 """
 
 from __future__ import annotations
@@ -26,8 +26,10 @@ import redis.asyncio as redis
 
 from events.room import WhisperStarted
 from events.store import EventStore
+from events.stream_reader import StreamReader
 from projections.decider import RoomState
 from services.bench.workload import COACH, percentile, talk_event
+from services.redis_clients import dedicated_client
 from services.redis_server import RedisServer
 from services.streams.room_followers import RoomFollowers
 from services.streams.room_states import RoomStates, follow_states
@@ -79,10 +81,16 @@ async def one_follower_per_page(store: EventStore) -> AsyncIterator[Watch]:
     """The baseline: each page loads the state, then follows the stream and folds on its own."""
 
     async def watch() -> AsyncIterator[RoomState]:
-        loaded = await RoomStates(store).current(ROOM)
-        yield loaded
-        async for state in follow_states(store, loaded):
-            yield state
+        reads = dedicated_client(store.client, "bench:page")
+        reader = StreamReader(store, reads)
+        try:
+            loaded = await RoomStates(store).current(ROOM)
+            yield loaded
+            async for state in follow_states(reader, loaded):
+                yield state
+        finally:
+            await reader.close()
+            await reads.aclose()
 
     yield watch
 
@@ -90,11 +98,15 @@ async def one_follower_per_page(store: EventStore) -> AsyncIterator[Watch]:
 @contextlib.asynccontextmanager
 async def shared_follower(store: EventStore) -> AsyncIterator[Watch]:
     """What the service does: every page watches through one RoomFollowers."""
-    followers = RoomFollowers(store, RoomStates(store))
+    reads = dedicated_client(store.client, "bench:reader")
+    reader = StreamReader(store, reads)
+    followers = RoomFollowers(reader, RoomStates(store))
     try:
         yield lambda: followers.watch(ROOM)
     finally:
         await followers.close()
+        await reader.close()
+        await reads.aclose()
 
 
 async def run_pages(url: str, pages: int, events: int, name: str, follower: Follower) -> PagesRun:

@@ -23,7 +23,9 @@ import redis.asyncio as redis
 
 from events.envelope import Envelope, new_event_id, utc_now
 from events.store import EventStore
+from events.stream_reader import StreamReader
 from services.bench.workload import COACH, percentile, talk_event
+from services.redis_clients import dedicated_client
 from services.redis_server import RedisServer
 from services.streams.room_states import RoomStates
 
@@ -126,7 +128,9 @@ async def follow_phase(client: redis.Redis, store: EventStore, n: int = 2000) ->
     async def raw_write(i: int) -> None:
         await client.xadd(stream, {"e": b"x"})
 
-    following = store.follow("bench-follow", block_ms=5000)
+    reads = dedicated_client(client, "bench:reader")
+    reader = StreamReader(store, reads, block_ms=5000)
+    following = reader.follow("bench-follow")
 
     async def store_next() -> None:
         await anext(following)
@@ -137,8 +141,13 @@ async def follow_phase(client: redis.Redis, store: EventStore, n: int = 2000) ->
     plain = await follow_latency(raw_next, raw_write, n)
     stored = await follow_latency(store_next, store_write, n)
     await following.aclose()
+    await reader.close()
+    await reads.aclose()
     rows = []
-    for name, samples in (("XADD → XREAD BLOCK", plain), ("append() → follow()", stored)):
+    for name, samples in (
+        ("XADD → XREAD BLOCK", plain),
+        ("append() → StreamReader.follow()", stored),
+    ):
         rows.append(
             f"| {name} | {percentile(samples, 50):.3f} | {percentile(samples, 99):.3f} | "
             f"{max(samples):.3f} |"

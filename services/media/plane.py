@@ -25,7 +25,7 @@ from aiortc.mediastreams import MediaStreamTrack
 from events.errors import StoreUnavailable
 from events.retry import Backoff
 from events.room import LeaveReason, Role
-from events.store import EventStore
+from events.stream_reader import StreamReader
 from projections.commands import Actor
 from services.errors import BadOffer, SessionReplaced
 from services.media.opus_forwarding import tap_opus
@@ -73,7 +73,7 @@ class MediaRoom:
     def __init__(
         self,
         room_id: str,
-        store: EventStore,
+        reader: StreamReader,
         client: redis.Redis,
         coach_slots: int,
         on_closed: Callable[[MediaRoom], Awaitable[None]],
@@ -81,8 +81,8 @@ class MediaRoom:
         self.room_id = room_id
         self._on_closed = on_closed
         self.router = Router(room_id, coach_slots=coach_slots)
-        self.route_log = RouteLog(client, store.keys, room_id)
-        self.reconciler = RouteReconciler(room_id, store, self.router, self.route_log)
+        self.route_log = RouteLog(client, reader.store.keys, room_id)
+        self.reconciler = RouteReconciler(room_id, reader, self.router, self.route_log)
         self.sessions: dict[str, Session] = {}
         self._task = asyncio.get_running_loop().create_task(self._follow())
 
@@ -130,12 +130,12 @@ class MediaPlane:
     def __init__(
         self,
         settings: Settings,
-        store: EventStore,
+        reader: StreamReader,
         client: redis.Redis,
         on_session_lost: Callable[[Session], None] | None = None,
     ) -> None:
         self.settings = settings
-        self.store = store
+        self.reader = reader
         self.client = client
         self.rooms: dict[str, MediaRoom] = {}
         self.on_session_lost = on_session_lost
@@ -146,7 +146,7 @@ class MediaPlane:
         room = self.rooms.get(room_id)
         if room is None:
             room = self.rooms[room_id] = MediaRoom(
-                room_id, self.store, self.client, self.settings.coach_slots, self._closed
+                room_id, self.reader, self.client, self.settings.coach_slots, self._closed
             )
         return room
 

@@ -15,7 +15,7 @@ import logging
 from collections.abc import Callable
 
 from events.room import Role
-from events.store import EventStore
+from events.stream_reader import StreamReader
 from projections.decider import RoomState
 from projections.routes import AudioRoute, routes
 from services.errors import RouterError
@@ -28,10 +28,10 @@ log = logging.getLogger(__name__)
 
 class RouteReconciler:
     def __init__(
-        self, room_id: str, store: EventStore, router: Router, route_log: RouteLog
+        self, room_id: str, reader: StreamReader, router: Router, route_log: RouteLog
     ) -> None:
         self.room_id = room_id
-        self.store = store
+        self.reader = reader
         self.router = router
         self.route_log = route_log
         self.state: RoomState | None = None
@@ -40,12 +40,12 @@ class RouteReconciler:
 
     async def run(self) -> None:
         """Follow the room until it is closed (or the task is cancelled)."""
-        self.state = await RoomStates(self.store).current(self.room_id)
+        self.state = await RoomStates(self.reader.store).current(self.room_id)
         self.failure = ""
         self.reconcile()
         if self.state.closed:
             return
-        async for state in follow_states(self.store, self.state):
+        async for state in follow_states(self.reader, self.state):
             self.state = state
             self.reconcile()
             if self.state.closed:

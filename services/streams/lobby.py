@@ -137,8 +137,12 @@ class LobbyChanges:
     """One Pub/Sub subscription per process to the lobby's changes, waking the watchers of the
     queues each change concerns."""
 
-    def __init__(self, lobby: Lobby, *, refresh_s: float = REFRESH_S) -> None:
+    def __init__(
+        self, lobby: Lobby, subscriber: redis.Redis, *, refresh_s: float = REFRESH_S
+    ) -> None:
+        """``subscriber`` is a connection of its own (the subscription holds it)."""
         self.lobby = lobby
+        self.subscriber = subscriber
         self.refresh_s = refresh_s
         self._waiting: dict[asyncio.Event, frozenset[str]] = {}
 
@@ -149,7 +153,7 @@ class LobbyChanges:
         backoff = Backoff()
         while True:
             try:
-                async with self.lobby.store.client.pubsub() as pubsub:
+                async with self.subscriber.pubsub() as pubsub:
                     await pubsub.subscribe(*channels)
                     await self._listen(pubsub, on_message=backoff.reset)
             except (RedisError, TimeoutError) as exc:

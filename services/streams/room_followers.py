@@ -15,7 +15,7 @@ import logging
 from collections.abc import AsyncGenerator
 
 from events.errors import StoreUnavailable
-from events.store import EventStore
+from events.stream_reader import StreamReader
 from projections.decider import RoomState
 from services.streams.room_states import RoomStates, follow_states
 
@@ -25,16 +25,16 @@ log = logging.getLogger(__name__)
 class _Follower:
     """The one blocking read on a room's stream, and the state it has folded so far."""
 
-    def __init__(self, state: RoomState, store: EventStore) -> None:
+    def __init__(self, state: RoomState, reader: StreamReader) -> None:
         self.state = state
         self.watchers = 0
         self.failure: Exception | None = None
         self._changed = asyncio.Event()
-        self.task = asyncio.create_task(self._follow(store))
+        self.task = asyncio.create_task(self._follow(reader))
 
-    async def _follow(self, store: EventStore) -> None:
+    async def _follow(self, reader: StreamReader) -> None:
         try:
-            async for state in follow_states(store, self.state):
+            async for state in follow_states(reader, self.state):
                 self._publish(state)
         except Exception as exc:  # every watcher is told; the next watch starts afresh
             log.warning("following room %r failed", self.state.room_id, exc_info=True)
@@ -63,8 +63,8 @@ class _Follower:
 
 
 class RoomFollowers:
-    def __init__(self, store: EventStore, states: RoomStates) -> None:
-        self.store = store
+    def __init__(self, reader: StreamReader, states: RoomStates) -> None:
+        self.reader = reader
         self.states = states
         self._followers: dict[str, _Follower] = {}
         self._running: set[asyncio.Task[None]] = set()
@@ -111,7 +111,7 @@ class RoomFollowers:
         follower = self._followers.get(room_id)  # another watcher may have started it meanwhile
         if follower is not None:
             return follower
-        follower = _Follower(state, self.store)
+        follower = _Follower(state, self.reader)
         self._followers[room_id] = follower
         self._running.add(follower.task)
         follower.task.add_done_callback(lambda _: self._ended(follower))

@@ -16,6 +16,7 @@ from collections.abc import AsyncIterator
 import msgspec
 
 from events.store import EventStore, Snapshot
+from events.stream_reader import StreamReader
 from projections.decider import RoomState, fold, initial_state
 
 log = logging.getLogger(__name__)
@@ -26,11 +27,11 @@ STATE_SCHEMA = 4
 _state_decoder = msgspec.msgpack.Decoder(RoomState)
 
 
-async def follow_states(store: EventStore, state: RoomState) -> AsyncIterator[RoomState]:
+async def follow_states(reader: StreamReader, state: RoomState) -> AsyncIterator[RoomState]:
     """The room's state after each event stored past ``state``, folded as it is read: the one
     follow-and-fold loop of the route reconciler and the pages' followers. Runs until the task
-    is cancelled, or raises what the store raises."""
-    async for envelope in store.follow(state.room_id, after_version=state.version):
+    is cancelled, or raises what the reader raises."""
+    async for envelope in reader.follow(state.room_id, after_version=state.version):
         state = fold(state, [envelope])
         yield state
 

@@ -23,6 +23,7 @@ from events.errors import EarpieceError, StoreUnavailable
 from events.keys import KeySpace
 from events.room import Role
 from events.store import EventStore
+from events.stream_reader import StreamReader
 from projections.audit import timeline_of, verify_against_stream
 from projections.commands import RoomCommand
 from projections.decider import Rejection
@@ -36,12 +37,13 @@ from services.errors import (
 )
 from services.media.plane import MediaPlane
 from services.media.route_log import RouteLog
+from services.redis_clients import dedicated_client
 from services.settings import Settings
 from services.streams.audit_trail import AuditTrail, run_audit_projection
 from services.streams.command_handler import Accepted, CommandHandler
 from services.streams.feed_trimming import trim_feeds
 from services.streams.lobby import Lobby, LobbyChanges, run_lobby
-from services.streams.presence import Presence
+from services.streams.presence import Presence, new_worker_id
 from services.streams.room_followers import RoomFollowers
 from services.streams.room_states import RoomStates
 from services.streams.workers import Workers
@@ -63,7 +65,7 @@ _command_decoder = msgspec.json.Decoder(RoomCommand)
 
 
 class Api:
-    def __init__(self, settings: Settings, client: redis.Redis) -> None:
+    def __init__(self, settings: Settings, client: redis.Redis, worker_id: str) -> None:
         self.settings = settings
         self.client = client
         self.store = EventStore(client, KeySpace(settings.namespace, settings.partitions))
@@ -71,7 +73,9 @@ class Api:
         self.commands = CommandHandler(self.store, self.states)
         self.audit = AuditTrail(self.store)
         self.lobby = Lobby(self.store, self.states)
-        self.presence = Presence(client, self.store.keys, self.commands, self.states)
+        self.presence = Presence(
+            client, self.store.keys, self.commands, self.states, worker_id=worker_id
+        )
         self.commands.on_join_without_session = self.presence.expect_session
         self.verifier = verifier_from_settings(settings, queue_of=self.queue_of)
         self.workers = Workers()
@@ -141,29 +145,40 @@ class Api:
         )
 
 
-def create_app(settings: Settings, client: redis.Redis) -> Starlette:
-    api = Api(settings, client)
-    media = MediaPlane(settings, api.store, client)
+def create_app(settings: Settings, client: redis.Redis, worker_id: str | None = None) -> Starlette:
+    """The app of one worker; ``client`` is its pool of short requests (redis_clients.py)."""
+    worker_id = worker_id or new_worker_id()
+    api = Api(settings, client, worker_id)
+
+    def own(purpose: str, connections: int = 1) -> redis.Redis:
+        return dedicated_client(client, f"earpiece:{worker_id}:{purpose}", connections)
+
+    partitions = settings.partitions
+    blocking = [own("reader"), own("audit", partitions), own("lobby", partitions), own("changes")]
+    reader_client, audit_client, lobby_client, changes_client = blocking
+    reader = StreamReader(api.store, reader_client)
+    media = MediaPlane(settings, reader, client)
     signaling = Signaling(media, api.commands, api.verifier, api.presence)
-    followers = RoomFollowers(api.store, api.states)
+    followers = RoomFollowers(reader, api.states)
     live = LiveChannel(
         api.store, followers, api.commands, api.verifier, coach_slots=settings.coach_slots
     )
-    lobby_changes = LobbyChanges(api.lobby)
+    lobby_changes = LobbyChanges(api.lobby, changes_client)
     lobby_socket = LobbySocket(lobby_changes, api.verifier)
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
-        consumer = api.presence.worker_id  # one identity per worker, for groups and leases
+        consumer = worker_id  # one identity per worker, for groups, leases and connections
         await api.presence.start()  # before any session: its lease holds them
         workers = api.workers
         workers.start("presence", api.presence.run)
         workers.start(
             "audit projection",
-            functools.partial(run_audit_projection, client, api.store, consumer=consumer),
+            functools.partial(run_audit_projection, audit_client, api.store, consumer=consumer),
         )
         workers.start(
-            "lobby projection", functools.partial(run_lobby, client, api.lobby, consumer=consumer)
+            "lobby projection",
+            functools.partial(run_lobby, lobby_client, api.lobby, consumer=consumer),
         )
         workers.start("lobby changes", lobby_changes.run)
         workers.start(
@@ -176,7 +191,10 @@ def create_app(settings: Settings, client: redis.Redis) -> Starlette:
             await api.presence.stop()
             await media.close()
             await followers.close()
+            await reader.close()
             await workers.close()
+            for own_client in blocking:
+                await own_client.aclose()
 
     app = Starlette(
         routes=[

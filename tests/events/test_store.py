@@ -12,7 +12,7 @@ from events.errors import (
     MalformedEvent,
     WrongExpectedVersion,
 )
-from events.room import CueSent, MonitorStarted, ParticipantJoined, Role, WhisperStarted
+from events.room import CueSent, MonitorStarted, ParticipantJoined, Role
 from events.store import EventStore, Snapshot
 from services.redis_server import RedisServer
 
@@ -132,28 +132,6 @@ async def test_read_after_version_returns_the_tail(store: EventStore) -> None:
 
     assert [(e.version, e.event) for e in tail] == [(4, events[3]), (5, events[4])]
     assert [e.version async for e in store.read_all("room-1", page=2)] == [1, 2, 3, 4, 5]
-
-
-async def test_follow_yields_history_then_each_new_event(store: EventStore) -> None:
-    await store.append("room-1", [JOIN_AGENT], expected_version=0, actor="agent-1")
-    seen: list[int] = []
-    caught_up = asyncio.Event()
-
-    async def follower() -> None:
-        async for envelope in store.follow("room-1", block_ms=100):
-            seen.append(envelope.version)
-            caught_up.set()
-            if envelope.version == 3:
-                return
-
-    task = asyncio.create_task(follower())
-    await asyncio.wait_for(caught_up.wait(), 5)
-    await store.append(
-        "room-1", [JOIN_SUPERVISOR, WhisperStarted(coach="sup-1")], expected_version=1, actor="s"
-    )
-    await asyncio.wait_for(task, 5)
-
-    assert seen == [1, 2, 3]
 
 
 async def test_snapshot_round_trips(store: EventStore) -> None:

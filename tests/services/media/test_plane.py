@@ -11,6 +11,7 @@ import redis.asyncio as redis
 
 from events.room import Role
 from events.store import EventStore
+from events.stream_reader import StreamReader
 from projections.commands import Actor, Join, PressTalk, ReleaseTalk, StartWhisper
 from projections.routes import AudioRoute
 from services.media.plane import MediaPlane, MediaRoom
@@ -31,8 +32,8 @@ WHISPERED = MONITORED | {AudioRoute("sup-1", "agent")}
 
 
 @pytest.fixture
-async def plane(store: EventStore, redis_client: redis.Redis) -> AsyncIterator[MediaPlane]:
-    plane = MediaPlane(Settings(jwt_secret="x" * 32), store, redis_client)
+async def plane(reader: StreamReader, redis_client: redis.Redis) -> AsyncIterator[MediaPlane]:
+    plane = MediaPlane(Settings(jwt_secret="x" * 32), reader, redis_client)
     yield plane
     await plane.close()
 

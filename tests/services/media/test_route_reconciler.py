@@ -10,7 +10,7 @@ import pytest
 import redis.asyncio as redis
 
 from events.room import Role
-from events.store import EventStore
+from events.stream_reader import StreamReader
 from projections.commands import Actor, Join, PressTalk, StartMonitor, StartWhisper
 from projections.routes import AudioRoute
 from services.media import route_reconciler
@@ -27,11 +27,12 @@ COACH = Actor(subject="sup-1", role=Role.SUPERVISOR, name="Sam", can_whisper=Tru
 
 
 class Room:
-    def __init__(self, store: EventStore, redis_client: redis.Redis) -> None:
+    def __init__(self, reader: StreamReader, redis_client: redis.Redis) -> None:
+        store = reader.store
         self.commands = CommandHandler(store, RoomStates(store))
         self.router = Router("room-1")
         self.log = RouteLog(redis_client, store.keys, "room-1")
-        self.reconciler = RouteReconciler("room-1", store, self.router, self.log)
+        self.reconciler = RouteReconciler("room-1", reader, self.router, self.log)
 
     async def send(self, actor: Actor, command: object) -> None:
         await self.commands.handle("room-1", command, actor)  # type: ignore[arg-type]
@@ -48,8 +49,8 @@ class Room:
 
 
 @pytest.fixture
-async def room(store: EventStore, redis_client: redis.Redis) -> AsyncIterator[Room]:
-    room = Room(store, redis_client)
+async def room(reader: StreamReader, redis_client: redis.Redis) -> AsyncIterator[Room]:
+    room = Room(reader, redis_client)
     for actor in (CUSTOMER, AGENT, COACH):
         await room.send(actor, Join())
         room.reconciler.add_producer(actor.subject, actor.role)

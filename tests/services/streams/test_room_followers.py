@@ -12,6 +12,7 @@ import redis.asyncio as redis
 from events.errors import StoreUnavailable
 from events.room import CueSent, ParticipantJoined, Role, WhisperStarted
 from events.store import EventStore
+from events.stream_reader import StreamReader
 from projections.decider import RoomState
 from services.bench.pages import most_blocking_reads
 from services.streams.room_followers import RoomFollowers
@@ -24,8 +25,8 @@ Page = AsyncGenerator[RoomState, None]
 
 
 @pytest.fixture
-async def followers(store: EventStore) -> AsyncIterator[RoomFollowers]:
-    followers = RoomFollowers(store, RoomStates(store))
+async def followers(store: EventStore, reader: StreamReader) -> AsyncIterator[RoomFollowers]:
+    followers = RoomFollowers(reader, RoomStates(store))
     yield followers
     await followers.close()
 
@@ -138,10 +139,10 @@ async def test_an_unreadable_entry_reaches_every_page_as_an_error(
 
 
 async def test_closing_ends_every_watch_with_an_error_and_refuses_new_ones(
-    store: EventStore, redis_client: redis.Redis
+    store: EventStore, reader: StreamReader, redis_client: redis.Redis
 ) -> None:
     await start_room(store)
-    followers = RoomFollowers(store, RoomStates(store))
+    followers = RoomFollowers(reader, RoomStates(store))
     page = followers.watch(ROOM)
     await anext(page)
     waiting = asyncio.create_task(anext(page))

@@ -1,0 +1,208 @@
+"""One blocking read per process over every room stream it follows.
+
+A route reconciler or a page follower per room, each blocked in its own ``XREAD``, would hold one
+Redis connection per room, and a few hundred rooms exhaust any pool. Instead one loop reads every
+followed stream in a single ``XREAD BLOCK`` over many keys, on a connection of its own, and hands
+each entry to the room's followers in this process. The read is re-armed as rooms come and go: a
+new follower appends to the reader's own *wake* stream, which the blocked read watches too, so it
+returns at once and the next read includes the new room. The wake stream is read on from the last
+id seen, so a wake that lands before the read it was meant for is not lost either.
+
+Each follower has its own queue. A follower that falls ``backlog`` entries behind, or one of a
+room whose entry cannot be read, is ended with the error (StoreUnavailable, MalformedEvent); when
+Redis cannot be read every follower is ended so. Following again starts afresh: nothing grows
+with a slow follower, and no one acts on a stream it can no longer read.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import uuid
+from collections.abc import AsyncGenerator
+from typing import Any
+
+import redis.asyncio as redis
+from redis.exceptions import RedisError
+
+from events.envelope import Envelope
+from events.errors import MalformedEvent, StoreUnavailable
+from events.keys import check_room_id
+from events.retry import Backoff
+from events.store import EventStore, raise_if_cancelling, version_of
+
+log = logging.getLogger(__name__)
+
+WAKE_TTL_MS = 24 * 3600 * 1000
+"""A crashed process's wake stream is gone a day later."""
+
+
+class _Follower:
+    def __init__(self, room_id: str, after_version: int) -> None:
+        self.room_id = room_id
+        self.position = after_version
+        """The version of the last envelope queued for it."""
+        self.queue: asyncio.Queue[Envelope | Exception] = asyncio.Queue()
+
+
+class StreamReader:
+    def __init__(
+        self,
+        store: EventStore,
+        reads: redis.Redis,
+        *,
+        block_ms: int = 1000,
+        count: int = 500,
+        backlog: int = 10_000,
+    ) -> None:
+        """``reads`` is a connection of the reader's own (the blocking read holds it); wakes and
+        everything else go through ``store``'s client."""
+        self.store = store
+        self.reads = reads
+        self.block_ms = block_ms
+        self.count = count
+        self.backlog = backlog
+        self.wake_key = store.keys.reader_wake(uuid.uuid4().hex)
+        self._wake_seen = "0-0"
+        self._followers: dict[str, set[_Follower]] = {}
+        self._wanted = asyncio.Event()
+        """Set while someone follows a room: the loop reads only then."""
+        self._in_read = False
+        """A read may be on its way that lacks a follower added since: wake it."""
+        self._woken = False
+        self._loop: asyncio.Task[None] | None = None
+
+    @property
+    def rooms(self) -> int:
+        """How many rooms are followed now."""
+        return len(self._followers)
+
+    async def follow(self, room_id: str, *, after_version: int = 0) -> AsyncGenerator[Envelope]:
+        """Every envelope of the room above ``after_version``, then each new one as it is
+        appended, until closed; raises StoreUnavailable or MalformedEvent when the room can no
+        longer be followed (follow it again to go on)."""
+        follower = _Follower(check_room_id(room_id), after_version)
+        self._followers.setdefault(room_id, set()).add(follower)
+        try:
+            await self._rearm()
+            while True:
+                item = await follower.queue.get()
+                if isinstance(item, Exception):
+                    # A new exception per follower: one shared object would gather all their frames.
+                    raise _fresh(item) from item
+                yield item
+        finally:
+            self._forget(follower)
+
+    async def close(self) -> None:
+        """Stop reading: every follower raises StoreUnavailable."""
+        if self._loop is not None:
+            self._loop.cancel()
+            await asyncio.gather(self._loop, return_exceptions=True)
+        self._end_all(StoreUnavailable("the service is shutting down"))
+        with contextlib.suppress(RedisError):  # else it expires by itself
+            await self.store.client.delete(self.wake_key)
+
+    async def _rearm(self) -> None:
+        """Have the loop read the streams as they are followed now."""
+        if self._loop is None or self._loop.done():
+            self._loop = asyncio.create_task(self._read_all(), name="stream reader")
+        self._wanted.set()
+        if not self._in_read or self._woken:
+            return  # the next read is built after this follower was added (or a wake is out)
+        self._woken = True
+        try:
+            async with self.store.client.pipeline(transaction=False) as pipe:
+                pipe.xadd(self.wake_key, {"w": b""}, maxlen=1, approximate=False)
+                pipe.pexpire(self.wake_key, WAKE_TTL_MS)
+                await pipe.execute()
+        except RedisError as exc:
+            # The read ends within block_ms by itself and the next one includes the room.
+            log.debug("could not wake the stream reader: %s", exc)
+
+    async def _read_all(self) -> None:
+        backoff = Backoff()
+        while True:
+            raise_if_cancelling()
+            if not self._followers:
+                self._wanted.clear()
+                await self._wanted.wait()
+                continue
+            self._in_read, self._woken = True, False
+            rooms = {self.store.keys.room(room_id): room_id for room_id in self._followers}
+            positions = [
+                f"{min(f.position for f in followers)}-0" for followers in self._followers.values()
+            ]
+            try:
+                reply = await self.reads.execute_command(  # type: ignore[no-untyped-call]
+                    "XREAD", "COUNT", self.count, "BLOCK", self.block_ms,
+                    "STREAMS", self.wake_key, *rooms, self._wake_seen, *positions,
+                )  # fmt: skip
+            except RedisError as exc:
+                self._in_read = False
+                self._end_all(StoreUnavailable(f"reading the room streams failed: {exc}"))
+                log.warning("stream reader: %s; reading again in %.1f s", exc, backoff.next_s())
+                await backoff.wait()
+                continue
+            self._in_read = False
+            backoff.reset()
+            for key, entries in _streams(reply):
+                if key == self.wake_key.encode():
+                    self._wake_seen = entries[-1][0].decode()
+                elif (room_id := rooms.get(key.decode())) is not None:
+                    self._deliver(room_id, entries)
+
+    def _deliver(self, room_id: str, entries: list[Any]) -> None:
+        followers = self._followers.get(room_id, set())
+        for entry_id, fields in entries:
+            version = version_of(entry_id)
+            behind = [f for f in followers if f.position < version]
+            if not behind:
+                continue
+            try:
+                envelope = self.store.decode_entry(room_id, entry_id, fields)
+            except MalformedEvent as exc:
+                for follower in list(followers):
+                    self._end(follower, exc)
+                return
+            for follower in behind:
+                if follower.queue.qsize() >= self.backlog:
+                    self._end(follower, StoreUnavailable(f"fell {self.backlog} events behind"))
+                    continue
+                follower.queue.put_nowait(envelope)
+                follower.position = version
+
+    def _end(self, follower: _Follower, failure: Exception) -> None:
+        self._forget(follower)
+        while not follower.queue.empty():
+            follower.queue.get_nowait()
+        follower.queue.put_nowait(failure)
+
+    def _end_all(self, failure: Exception) -> None:
+        for followers in list(self._followers.values()):
+            for follower in list(followers):
+                self._end(follower, failure)
+
+    def _forget(self, follower: _Follower) -> None:
+        followers = self._followers.get(follower.room_id)
+        if followers is None:
+            return
+        followers.discard(follower)
+        if not followers:
+            del self._followers[follower.room_id]
+
+
+def _fresh(failure: Exception) -> Exception:
+    if isinstance(failure, MalformedEvent):
+        return MalformedEvent(failure.reason, failure.raw)
+    return StoreUnavailable(str(failure))
+
+
+def _streams(reply: Any) -> list[tuple[bytes, list[Any]]]:
+    """XREAD's reply as (key, entries) pairs (RESP2 gives a list of pairs, RESP3 a map)."""
+    if reply is None:
+        return []
+    if isinstance(reply, dict):
+        return list(reply.items())
+    return [(key, entries) for key, entries in reply]

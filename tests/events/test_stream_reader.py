@@ -1,0 +1,170 @@
+"""One blocking read per process over every followed room stream, on a real Redis."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncGenerator
+
+import pytest
+import redis.asyncio as redis
+
+from events.envelope import Envelope
+from events.errors import MalformedEvent, StoreUnavailable
+from events.room import CueSent, ParticipantJoined, Role
+from events.store import EventStore
+from events.stream_reader import StreamReader
+from services.redis_server import RedisServer
+
+JOIN_AGENT = ParticipantJoined(subject="agent-1", role=Role.AGENT, name="Ana")
+
+
+def cue(n: int) -> CueSent:
+    return CueSent(cue_id=f"c{n}", coach="sup-1", text=f"cue {n}")
+
+
+async def append_cues(store: EventStore, room_id: str, after: int, count: int) -> None:
+    for version in range(after + 1, after + count + 1):
+        await store.append(room_id, [cue(version)], expected_version=version - 1, actor="s")
+
+
+async def versions(following: AsyncGenerator[Envelope], through: int) -> list[int]:
+    seen: list[int] = []
+    async with asyncio.timeout(5):
+        while not seen or seen[-1] < through:
+            seen.append((await anext(following)).version)
+    return seen
+
+
+async def blocked_reads(client: redis.Redis) -> list[str]:
+    clients = await client.client_list()
+    return [c["id"] for c in clients if c["cmd"] == "xread" and "b" in c["flags"]]
+
+
+async def test_follow_yields_history_then_each_new_event(
+    store: EventStore, reader: StreamReader
+) -> None:
+    await store.append("room-1", [JOIN_AGENT], expected_version=0, actor="agent-1")
+    following = reader.follow("room-1")
+
+    assert await versions(following, 1) == [1]
+    await append_cues(store, "room-1", 1, 2)
+    assert await versions(following, 3) == [2, 3]
+    await following.aclose()
+
+
+async def test_every_room_is_followed_in_one_blocking_read(
+    store: EventStore, reader: StreamReader, redis_client: redis.Redis
+) -> None:
+    rooms = [f"room-{n}" for n in range(60)]
+    followers = {room: reader.follow(room) for room in rooms}
+    for room in rooms:
+        await append_cues(store, room, 0, 1)
+    for following in followers.values():
+        assert await versions(following, 1) == [1]
+    await asyncio.sleep(0.05)
+
+    assert reader.rooms == 60
+    assert len(await blocked_reads(redis_client)) == 1
+    for room in rooms:
+        await append_cues(store, room, 1, 2)
+    for room, following in followers.items():
+        assert await versions(following, 3) == [2, 3], room
+        await following.aclose()
+    assert reader.rooms == 0
+
+
+async def test_a_room_followed_while_the_read_is_blocked_is_read_at_once(
+    store: EventStore, redis_server: RedisServer
+) -> None:
+    reads = redis.Redis.from_url(redis_server.url)
+    reader = StreamReader(store, reads, block_ms=30_000)  # a wake, not a timeout, must end it
+    first = reader.follow("room-a")
+    waiting = asyncio.create_task(anext(first))
+    await asyncio.sleep(0.2)  # the read now blocks on room-a alone
+
+    second = reader.follow("room-b")
+    await append_cues(store, "room-b", 0, 1)
+
+    async with asyncio.timeout(2):
+        assert (await anext(second)).version == 1
+    waiting.cancel()
+    await reader.close()
+    await reads.aclose()
+
+
+async def test_followers_of_one_room_at_different_versions_each_get_what_they_lack(
+    store: EventStore, reader: StreamReader
+) -> None:
+    await append_cues(store, "room-1", 0, 5)
+    ahead = reader.follow("room-1", after_version=4)
+    assert await versions(ahead, 5) == [5]
+
+    behind = reader.follow("room-1", after_version=1)
+    assert await versions(behind, 5) == [2, 3, 4, 5]
+    await append_cues(store, "room-1", 5, 1)
+    assert await versions(ahead, 6) == [6]
+    assert await versions(behind, 6) == [6]
+
+
+async def test_a_lost_connection_ends_every_follower_and_following_again_resumes(
+    store: EventStore, reader: StreamReader, redis_client: redis.Redis
+) -> None:
+    await append_cues(store, "room-1", 0, 1)
+    await append_cues(store, "room-2", 0, 1)
+    first, second = reader.follow("room-1"), reader.follow("room-2")
+    assert await versions(first, 1) == [1]
+    assert await versions(second, 1) == [1]
+    await asyncio.sleep(0.05)
+
+    (read_id,) = await blocked_reads(redis_client)
+    await redis_client.client_kill_filter(_id=read_id)
+
+    for following in (first, second):
+        with pytest.raises(StoreUnavailable, match="reading the room streams failed"):
+            async with asyncio.timeout(5):
+                await anext(following)
+    again = reader.follow("room-1", after_version=1)
+    await append_cues(store, "room-1", 1, 1)
+    assert await versions(again, 2) == [2]
+
+
+async def test_an_unreadable_entry_ends_only_its_rooms_followers(
+    store: EventStore, reader: StreamReader, redis_client: redis.Redis
+) -> None:
+    await append_cues(store, "room-1", 0, 1)
+    broken, healthy = reader.follow("room-1", after_version=1), reader.follow("room-2")
+    waiting = asyncio.create_task(anext(broken))
+    await asyncio.sleep(0.05)
+
+    await redis_client.xadd(store.keys.room("room-1"), {"e": b"{not json"}, id="2-0")
+
+    with pytest.raises(MalformedEvent, match="not JSON"):
+        await asyncio.wait_for(waiting, 5)
+    await append_cues(store, "room-2", 0, 1)
+    assert await versions(healthy, 1) == [1]
+
+
+async def test_a_follower_that_falls_too_far_behind_is_ended(
+    store: EventStore, redis_server: RedisServer
+) -> None:
+    reads = redis.Redis.from_url(redis_server.url)
+    reader = StreamReader(store, reads, backlog=5)
+    await append_cues(store, "room-1", 0, 20)
+    slow = reader.follow("room-1")  # 20 events come in one read: 15 more than it may queue
+
+    with pytest.raises(StoreUnavailable, match="fell 5 events behind"):
+        await versions(slow, 20)
+    assert reader.rooms == 0
+    await reader.close()
+    await reads.aclose()
+
+
+async def test_closing_ends_every_follower(store: EventStore, reader: StreamReader) -> None:
+    following = reader.follow("room-1")
+    waiting = asyncio.create_task(anext(following))
+    await asyncio.sleep(0.05)
+
+    await reader.close()
+
+    with pytest.raises(StoreUnavailable, match="shutting down"):
+        await asyncio.wait_for(waiting, 5)

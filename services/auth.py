@@ -30,6 +30,7 @@ than sign in again, and monitoring should count it as an outage.
 from __future__ import annotations
 
 import asyncio
+import threading
 import time
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -84,16 +85,28 @@ class JwksKeys:
     The set is kept for ``lifespan_s``; a ``kid`` missing from it makes PyJWKClient fetch the set
     again, at most once per ``cooldown_s``, so tokens with made-up kids cannot hammer the issuer
     (a rotated-in key is therefore seen within ``cooldown_s`` of its first use, or at once if the
-    issuer publishes it before signing with it, as issuers do).
+    issuer publishes it before signing with it, as issuers do). PyJWKClient counts that cooldown
+    from successful fetches only; while the endpoint fails, a fetch is tried at most once per
+    ``retry_s`` here, and tokens in between are answered 503 without one.
     """
 
     def __init__(
-        self, url: str, *, lifespan_s: float = 300, cooldown_s: float = 30, timeout_s: float = 5
+        self,
+        url: str,
+        *,
+        lifespan_s: float = 300,
+        cooldown_s: float = 30,
+        retry_s: float = 5,
+        timeout_s: float = 5,
     ) -> None:
         self.url = url
+        self.retry_s = retry_s
         self._client = jwt.PyJWKClient(
             url, lifespan=lifespan_s, cooldown_duration=cooldown_s, timeout=timeout_s
         )
+        self._failed: tuple[float, str] | None = None
+        """When the last fetch failed, and why (None once one succeeds)."""
+        self._lock = threading.Lock()  # fetches run in threads (asyncio.to_thread)
 
     def cached(self, kid: str) -> jwt.PyJWK | None:
         """The signing key ``kid`` if the unexpired cached set has it; never does I/O."""
@@ -103,14 +116,25 @@ class JwksKeys:
 
     def fetch(self, kid: str) -> jwt.PyJWK:
         """The signing key ``kid``, fetching the set when needed: blocking I/O, up to timeout_s."""
-        try:
-            return self._client.get_signing_key(kid)
-        except (jwt.PyJWKClientError, jwt.PyJWKSetError, OSError, ValueError) as exc:
-            # A plain PyJWKClientError with a good set in hand means the kid is not in it; any
-            # other failure (unreachable, not JSON, no usable keys) is the endpoint's.
-            if type(exc) is jwt.PyJWKClientError and self._cached_set() is not None:
-                raise TokenRefused(f"invalid token: no signing key with kid {kid!r}") from exc
-            raise IssuerUnavailable(f"signing keys unavailable from {self.url}: {exc}") from exc
+        with self._lock:
+            if self._failed is not None and self._cached_set() is None:
+                failed_at, reason = self._failed
+                if (ago := time.monotonic() - failed_at) < self.retry_s:
+                    raise IssuerUnavailable(
+                        f"signing keys unavailable from {self.url}: {reason} "
+                        f"({ago:.1f} s ago; trying again {self.retry_s - ago:.1f} s from now)"
+                    )
+            try:
+                key = self._client.get_signing_key(kid)
+            except (jwt.PyJWKClientError, jwt.PyJWKSetError, OSError, ValueError) as exc:
+                # A plain PyJWKClientError with a good set in hand means the kid is not in it;
+                # any other failure (unreachable, not JSON, no usable keys) is the endpoint's.
+                if type(exc) is jwt.PyJWKClientError and self._cached_set() is not None:
+                    raise TokenRefused(f"invalid token: no signing key with kid {kid!r}") from exc
+                self._failed = (time.monotonic(), str(exc))
+                raise IssuerUnavailable(f"signing keys unavailable from {self.url}: {exc}") from exc
+            self._failed = None
+            return key
 
     def _cached_set(self) -> jwt.PyJWKSet | None:
         cache = self._client.jwk_set_cache

@@ -21,7 +21,14 @@ from jwt.algorithms import OKPAlgorithm, RSAAlgorithm
 
 from events.room import Role
 from services.auth import JwksKeys, TokenVerifier, verifier_from_settings
-from services.errors import AccessDenied, AuthError, SettingsError, TokenRefused, answer_for
+from services.errors import (
+    AccessDenied,
+    AuthError,
+    IssuerUnavailable,
+    SettingsError,
+    TokenRefused,
+    answer_for,
+)
 from services.redis_server import free_loopback_port
 from services.settings import Settings
 
@@ -290,6 +297,16 @@ def test_settings_public_key_of_another_kind_than_the_algorithms_raises_settings
         settings.public_key()
 
 
+def test_settings_public_key_that_fits_only_some_of_the_algorithms_raises_settings_error(
+    rsa_key: rsa.RSAPrivateKey,
+) -> None:
+    # A token whose header says ES256 would reach PyJWT with an RSA key: a TypeError, a 500.
+    pem = public_pem(rsa_key).decode()
+    settings = Settings(jwt_algorithms=("RS256", "ES256"), jwt_public_key=pem)
+    with pytest.raises(SettingsError, match=r"a .*RSAPublicKey cannot verify \['ES256'\]"):
+        settings.public_key()
+
+
 # TokenVerifier with the shared secret
 
 
@@ -462,6 +479,17 @@ async def test_verify_async_with_the_jwks_endpoint_down_raises_503(
     with pytest.raises(AuthError, match=f"signing keys unavailable from {url}: Fail") as raised:
         await jwks_verifier(url).verify_async(sign(rsa_key, "RS256", "rsa-1"), "room-1")
     assert answer_for(raised.value).status == 503
+
+
+async def test_while_the_jwks_endpoint_fails_unknown_kids_do_not_each_fetch_it(
+    jwks: JwksServer, rsa_key: rsa.RSAPrivateKey
+) -> None:
+    jwks.body = b"<html>maintenance</html>"
+    verifier = jwks_verifier(jwks.url)
+    for n in range(50):
+        with pytest.raises(IssuerUnavailable, match="signing keys unavailable"):
+            await verifier.verify_async(sign(rsa_key, "RS256", f"made-up-{n}"), "room-1")
+    assert jwks.requests == 1
 
 
 async def test_verify_async_with_a_jwks_endpoint_answering_html_raises_503(

@@ -82,6 +82,9 @@ def initial_state(room_id: str) -> RoomState:
 # a hand-written stream cannot leave a coach whispering into a call they do not hear.
 _STOPPED = {"monitoring": False, "whispering": False, "talking": False}
 
+MAX_CUES = 200
+"""Cues a room keeps (each is up to 2,000 characters): a call with more is refused the next."""
+
 
 def evolve(state: RoomState, event: RoomEvent) -> RoomState:
     """The state after ``event``. Total: an event about an unknown subject changes nothing."""
@@ -393,6 +396,8 @@ def _send_cue(
     if not command.text.strip():
         return Rejection(f"{subject} cannot send cue {command.cue_id}: the text is blank")
     sent = state.cues.get(command.cue_id)
+    if sent is None and len(state.cues) >= MAX_CUES:
+        return Rejection(f"{subject} cannot send cue {command.cue_id}: the room has {MAX_CUES}")
     if sent is None:
         return [room.CueSent(cue_id=command.cue_id, coach=subject, text=command.text)]
     if sent.coach == subject and sent.text == command.text:

@@ -18,6 +18,9 @@ from events.room import CoachMode, Role, WhisperRecording
 from projections.decider import RoomState
 from projections.routes import is_audible
 
+CUES_SHOWN = 20
+"""The newest cues a view carries: a view is resent on every change of the room."""
+
 
 class Person(msgspec.Struct, frozen=True, kw_only=True):
     subject: str
@@ -196,6 +199,7 @@ def _coaches(state: RoomState) -> tuple[CoachView, ...]:
 
 
 def _cues(state: RoomState) -> tuple[CueView, ...]:
+    newest = list(state.cues.values())[-CUES_SHOWN:]  # a dict keeps the order they were sent in
     return tuple(
         CueView(
             cue_id=cue.cue_id,
@@ -205,5 +209,5 @@ def _cues(state: RoomState) -> tuple[CueView, ...]:
             text=cue.text,
             acknowledged=cue.acknowledged,
         )
-        for cue in state.cues.values()
+        for cue in newest
     )

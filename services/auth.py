@@ -33,7 +33,7 @@ import asyncio
 import threading
 import time
 from collections.abc import Awaitable, Callable
-from typing import Any
+from typing import Annotated, Any
 
 import jwt
 import msgspec
@@ -57,16 +57,20 @@ ANY_ROOM = "*"
 """A supervisor token's ``room`` for every room of its ``queues``."""
 
 
+Text = Annotated[str, msgspec.Meta(max_length=128)]
+"""A claim stored in events and shown on pages: bounded, whoever signed it."""
+
+
 class Claims(msgspec.Struct, frozen=True, kw_only=True):
-    sub: str
-    name: str
-    room: str
+    sub: Annotated[str, msgspec.Meta(min_length=1, max_length=128)]
+    name: Text
+    room: Text
     role: Role
     whisper: bool = False
     exp: int
-    queue: str = ""
+    queue: Text = ""
     """The queue a customer's or agent's call belongs to."""
-    queues: tuple[str, ...] = ()
+    queues: Annotated[tuple[Text, ...], msgspec.Meta(max_length=64)] = ()
     """The queues a supervisor coaches: their lobby, and their rooms with ``room: "*"``."""
 
     def actor(self) -> Actor:

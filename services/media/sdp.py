@@ -24,6 +24,8 @@ from services.errors import BadOffer
 
 MAX_SDP_BYTES = 64 * 1024
 MAX_SDP_LINES = 2000
+MAX_CANDIDATES = 32
+"""Per offer: a browser sends a handful; each one kept costs connectivity checks to it."""
 
 OPUS_FMTP: Mapping[str, str | int] = MappingProxyType(
     {
@@ -86,6 +88,9 @@ def check_offer(
         raise BadOffer(
             f"offer has {len(sections)} audio sections, at most {max_audio_sections} allowed"
         )
+    candidates = sum(line.startswith("a=candidate:") for line in lines)
+    if candidates > MAX_CANDIDATES:
+        raise BadOffer(f"offer has {candidates} candidates, at most {MAX_CANDIDATES} allowed")
     mids = _mids(sections)
     names = [_name(index, section) for index, section in enumerate(sections)]
     directions = [_direction(session, section) for section in sections]

@@ -18,6 +18,7 @@ from events.room import CoachMode, Role, RoomEvent, WhisperRecording
 from projections import commands
 from projections.commands import Actor, RoomCommand, SessionCommand
 from projections.decider import (
+    MAX_CUES,
     ROLES_ALLOWED,
     Coach,
     Rejection,
@@ -449,6 +450,14 @@ def test_send_cue_reusing_an_id_otherwise_is_rejected(sender: Actor, text: str) 
     given(*CUED, joined(SECOND_COACH)).when(
         sender, commands.SendCue(cue_id="c1", text=text)
     ).rejected("sup-1 already sent one with that id")
+
+
+def test_send_cue_once_the_room_keeps_max_cues_is_rejected_but_a_retry_is_not() -> None:
+    sent = [room.CueSent(cue_id=f"c{n}", coach=SUP, text="slow down") for n in range(MAX_CUES)]
+    given(*COACHED, *sent).when(COACH, commands.SendCue(cue_id="one-more", text="hi")).rejected(
+        f"sup-1 cannot send cue one-more: the room has {MAX_CUES}"
+    )
+    given(*COACHED, *sent).when(COACH, commands.SendCue(cue_id="c0", text="slow down")).then()
 
 
 def test_acknowledge_cue_emits_cue_acknowledged() -> None:

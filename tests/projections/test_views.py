@@ -25,6 +25,7 @@ from events.room import (
 )
 from projections.decider import RoomState, evolve, initial_state
 from projections.views import (
+    CUES_SHOWN,
     AgentView,
     CoachBadge,
     CustomerView,
@@ -131,6 +132,15 @@ def test_supervisor_view_shows_cues_with_their_acknowledgment() -> None:
     assert [(c.text, c.coach_name, c.acknowledged) for c in view.cues] == [
         ("Slow down", "Sam", True)
     ]
+
+
+def test_a_view_carries_the_newest_cues_only() -> None:
+    cues = [CueSent(cue_id=f"c{n}", coach="sup-1", text="x" * 2000) for n in range(CUES_SHOWN + 5)]
+
+    view = view_for(state_after([*CALL, *cues]), "agent", Role.AGENT, "Ana")
+
+    assert isinstance(view, AgentView)
+    assert [c.cue_id for c in view.cues] == [f"c{n}" for n in range(5, CUES_SHOWN + 5)]
 
 
 def test_a_cue_keeps_its_coach_s_name_once_the_coach_has_left() -> None:

@@ -328,6 +328,8 @@ def test_verify_with_the_shared_secret_returns_the_claims() -> None:
         ({"sub": None}, 'invalid token: Token is missing the "sub" claim'),
         ({"exp": None}, 'invalid token: Token is missing the "exp" claim'),
         ({"name": 7}, "invalid token claims: Expected `str`, got `int` - at `\\$.name`"),
+        ({"name": "n" * 129}, "invalid token claims: Expected `str` of length <= 128"),
+        ({"queues": ["q"] * 65}, "invalid token claims: Expected `array` of length <= 64"),
     ],
 )
 def test_verify_of_an_unacceptable_token_raises_401(changes: dict[str, Any], match: str) -> None:

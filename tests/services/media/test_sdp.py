@@ -19,6 +19,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from services.media.sdp import (
+    MAX_CANDIDATES,
     MAX_SDP_BYTES,
     MAX_SDP_LINES,
     OPUS_FMTP,
@@ -392,6 +393,17 @@ RECEIVE = chromium_offer("recvonly", "recvonly")
             "publish",
             rf"^offer has more than {MAX_SDP_LINES} lines$",
             id="too-many-lines",
+        ),
+        pytest.param(
+            PUBLISH
+            + "".join(
+                f"a=candidate:{n} 1 udp 2122260223 127.0.0.1 {20000 + n} typ host\r\n"
+                for n in range(MAX_CANDIDATES + 1)
+            ),
+            "publish",
+            rf"^offer has {PUBLISH.count('a=candidate:') + MAX_CANDIDATES + 1} candidates, "
+            rf"at most {MAX_CANDIDATES} allowed$",
+            id="too-many-candidates",
         ),
         pytest.param(PUBLISH.replace("s=-", "s=\x00"), "publish", r"line 3 is not", id="nul-byte"),
         pytest.param(

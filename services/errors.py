@@ -26,6 +26,8 @@
         │   ├── AccessDenied             good, but not for this  403 forbidden               4403
         │   └── IssuerUnavailable        the JWKS cannot be had  503 unavailable             1011
         ├── CommandRejected              the decider's reason    409 rejected
+        ├── RateLimited                  over a rate; Retry-After 429 rate_limited            4429
+        ├── TooManyOpen                  sockets of one person   429 too_many_open           4429
         ├── Contention                   too many racing writers 409 conflict
         ├── SessionReplaced              in setup, by a newer one 409 conflict
         ├── RouterError                  the media plane's; logged and recorded, never answered
@@ -144,6 +146,18 @@ class CommandRejected(ServiceError):
         self.reason = reason
 
 
+class RateLimited(ServiceError):
+    """A participant or a room over one of its rates (services/web/rate_limits.py)."""
+
+    def __init__(self, reason: str, retry_after_s: float) -> None:
+        super().__init__(reason)
+        self.retry_after_s = retry_after_s
+
+
+class TooManyOpen(ServiceError):
+    """One participant holding as many live sockets of a room as they may at once."""
+
+
 class Contention(ServiceError):
     def __init__(self, room_id: str, attempts: int) -> None:
         super().__init__(f"room {room_id!r} changed under {attempts} attempts in a row; retry")
@@ -216,6 +230,8 @@ _ANSWERS: dict[type[BaseException], Answer] = {
     AccessDenied: Answer(403, "forbidden", 4403),
     IssuerUnavailable: UNAVAILABLE,
     CommandRejected: Answer(409, "rejected"),
+    RateLimited: Answer(429, "rate_limited", 4429),
+    TooManyOpen: Answer(429, "too_many_open", 4429),
     Contention: Answer(409, "conflict"),
     SessionReplaced: Answer(409, "conflict"),
 }

@@ -59,6 +59,7 @@ from services.web.http import (
 )
 from services.web.live_channel import LiveChannel
 from services.web.lobby_socket import LobbySocket, check_lobby_access
+from services.web.rate_limits import Rates
 from services.web.signaling import Signaling
 
 _command_decoder = msgspec.json.Decoder(RoomCommand)
@@ -78,6 +79,7 @@ class Api:
         )
         self.commands.on_join_without_session = self.presence.expect_session
         self.verifier = verifier_from_settings(settings, queue_of=self.queue_of)
+        self.rates = Rates()
         self.workers = Workers()
         """The projections and watchers running beside the app, restarted if they fail."""
 
@@ -99,6 +101,7 @@ class Api:
     async def post_command(self, request: Request) -> Response:
         room_id = room_id_of(request)
         claims = await authenticate(self.verifier, request, room_id)
+        self.rates.commands.take(room_id, claims.sub)
         body = await bounded_body(request, self.settings.max_command_bytes)
         try:
             command = _command_decoder.decode(body)
@@ -158,13 +161,18 @@ def create_app(settings: Settings, client: redis.Redis, worker_id: str | None = 
     reader_client, audit_client, lobby_client, changes_client = blocking
     reader = StreamReader(api.store, reader_client)
     media = MediaPlane(settings, reader, client)
-    signaling = Signaling(media, api.commands, api.verifier, api.presence)
+    signaling = Signaling(media, api.commands, api.verifier, api.presence, api.rates)
     followers = RoomFollowers(reader, api.states)
     live = LiveChannel(
-        api.store, followers, api.commands, api.verifier, coach_slots=settings.coach_slots
+        api.store,
+        followers,
+        api.commands,
+        api.verifier,
+        api.rates,
+        coach_slots=settings.coach_slots,
     )
     lobby_changes = LobbyChanges(api.lobby, changes_client)
-    lobby_socket = LobbySocket(lobby_changes, api.verifier)
+    lobby_socket = LobbySocket(lobby_changes, api.verifier, api.rates)
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:

@@ -7,6 +7,7 @@ Errors are JSON ``{"error": <code>, "detail": <sentence>}``, with the status and
 from __future__ import annotations
 
 import logging
+import math
 import re
 from typing import Any
 
@@ -21,6 +22,7 @@ from services.errors import (
     INTERNAL,
     ClientGone,
     InvalidHeader,
+    RateLimited,
     TokenRefused,
     TooLarge,
     answer_for,
@@ -83,7 +85,10 @@ async def error_response(request: Request, exc: Exception) -> Response:
     answer = answer_for(exc)
     if answer is INTERNAL:
         log.error("%s %s failed", request.method, request.url.path, exc_info=exc)
-    return json_response({"error": answer.error, "detail": str(exc)}, answer.status)
+    headers = None
+    if isinstance(exc, RateLimited):
+        headers = {"Retry-After": str(math.ceil(exc.retry_after_s))}
+    return json_response({"error": answer.error, "detail": str(exc)}, answer.status, headers)
 
 
 _STARLETTE_ERRORS = {404: "not_found", 405: "method_not_allowed"}

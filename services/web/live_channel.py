@@ -34,7 +34,7 @@ import asyncio
 import contextlib
 import datetime as dt
 import logging
-import time
+from collections import Counter
 
 import msgspec
 from starlette.websockets import WebSocket
@@ -54,9 +54,11 @@ from projections.commands import (
 from projections.decider import Rejection
 from projections.views import RoomView, view_for
 from services.auth import RESUME_TTL_S, Claims, TokenVerifier
+from services.errors import RateLimited, TooManyOpen
 from services.media.router import slot_names
 from services.streams.command_handler import Accepted, CommandHandler
 from services.streams.room_followers import RoomFollowers
+from services.web.rate_limits import Rates
 from services.web.sockets import (
     NOT_TEXT,
     ErrorMessage,
@@ -67,6 +69,9 @@ from services.web.sockets import (
     receive_text,
     send_message,
 )
+
+MAX_SOCKETS = 4
+"""Live sockets one participant may hold on a room at once (each is sent every view)."""
 
 
 class CommandMessage(msgspec.Struct, frozen=True, tag="command", forbid_unknown_fields=True):
@@ -114,25 +119,6 @@ class PushToTalk:
             self.held = False
 
 
-class TokenBucket:
-    """``rate`` commands a second, bursts of ``burst``: a flood is refused, not queued."""
-
-    def __init__(self, rate: float, burst: int) -> None:
-        self.rate = rate
-        self.burst = burst
-        self._tokens = float(burst)
-        self._last = time.monotonic()
-
-    def take(self) -> bool:
-        now = time.monotonic()
-        self._tokens = min(self.burst, self._tokens + (now - self._last) * self.rate)
-        self._last = now
-        if self._tokens < 1:
-            return False
-        self._tokens -= 1
-        return True
-
-
 class LiveChannel:
     def __init__(
         self,
@@ -140,18 +126,18 @@ class LiveChannel:
         followers: RoomFollowers,
         commands: CommandHandler,
         verifier: TokenVerifier,
+        rates: Rates,
         *,
-        commands_per_s: float = 20,
-        burst: int = 40,
         coach_slots: int = 4,
     ) -> None:
         self.store = store
         self.followers = followers
         self.commands = commands
         self.verifier = verifier
-        self.commands_per_s = commands_per_s
-        self.burst = burst
+        self.rates = rates
         self.coach_slots = coach_slots
+        self._open: Counter[tuple[str, str]] = Counter()
+        """Live sockets per (room, subject)."""
 
     async def endpoint(self, websocket: WebSocket) -> None:
         await websocket.accept()
@@ -160,12 +146,11 @@ class LiveChannel:
         except InvalidRoomId as exc:
             await close_for(websocket, exc)
             return
-        claims = await authenticate(
-            websocket, lambda token: self.verifier.verify_async(token, room_id)
-        )
+        claims = await authenticate(websocket, lambda token: self._admitted(token, room_id))
         if claims is None:
             return
         talk = PushToTalk()
+        self._open[room_id, claims.sub] += 1
         try:
             async with closed_as_it_ends(websocket, log_as=f"live {room_id}"):
                 await send_message(websocket, await self._hello(room_id, claims))
@@ -177,8 +162,19 @@ class LiveChannel:
                         group.create_task(expire_after(self.verifier.expires_in_s(claims)))
                     await self._serve_commands(websocket, room_id, claims, talk)
         finally:
+            self._open[room_id, claims.sub] -= 1
+            if not self._open[room_id, claims.sub]:
+                del self._open[room_id, claims.sub]
             if talk.held:  # a press never outlives the page that made it
                 await self._release_talk(room_id, claims)
+
+    async def _admitted(self, token: str, room_id: str) -> Claims:
+        """The token's claims, if its participant may open one more socket on the room now."""
+        claims = await self.verifier.verify_async(token, room_id)
+        self.rates.sockets.take(room_id, claims.sub)
+        if self._open[room_id, claims.sub] >= MAX_SOCKETS:
+            raise TooManyOpen(f"{claims.sub} has {MAX_SOCKETS} live sockets on the room: close one")
+        return claims
 
     async def _hello(self, room_id: str, claims: Claims) -> Hello:
         slots = slot_names(claims.role, self.coach_slots)
@@ -212,13 +208,13 @@ class LiveChannel:
     async def _serve_commands(
         self, websocket: WebSocket, room_id: str, claims: Claims, talk: PushToTalk
     ) -> None:
-        bucket = TokenBucket(self.commands_per_s, self.burst)
         actor = claims.actor()
         while True:  # until the page goes: WebSocketDisconnect
             text = await receive_text(websocket)
-            if not bucket.take():
-                detail = f"over {self.commands_per_s:g} messages a second; slow down"
-                await send_message(websocket, ErrorMessage(error="rate_limited", detail=detail))
+            try:
+                self.rates.commands.take(room_id, claims.sub)
+            except RateLimited as exc:
+                await send_message(websocket, ErrorMessage(error="rate_limited", detail=str(exc)))
                 continue
             if text is None:
                 await send_message(websocket, NOT_TEXT)

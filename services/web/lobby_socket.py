@@ -20,6 +20,7 @@ from projections.views import LiveRoom
 from services.auth import ANY_ROOM, Claims, TokenVerifier
 from services.errors import AccessDenied
 from services.streams.lobby import LobbyChanges
+from services.web.rate_limits import Rates
 from services.web.sockets import (
     NOT_TEXT,
     ErrorMessage,
@@ -46,9 +47,10 @@ def check_lobby_access(claims: Claims) -> None:
 
 
 class LobbySocket:
-    def __init__(self, changes: LobbyChanges, verifier: TokenVerifier) -> None:
+    def __init__(self, changes: LobbyChanges, verifier: TokenVerifier, rates: Rates) -> None:
         self.changes = changes
         self.verifier = verifier
+        self.rates = rates
 
     async def endpoint(self, websocket: WebSocket) -> None:
         await websocket.accept()
@@ -68,6 +70,7 @@ class LobbySocket:
     async def _supervisor(self, token: str) -> Claims:
         claims = await self.verifier.claims_async(token)
         check_lobby_access(claims)
+        self.rates.sockets.take(ANY_ROOM, claims.sub)
         return claims
 
     async def _push(self, websocket: WebSocket, queues: frozenset[str]) -> None:

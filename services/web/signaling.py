@@ -47,6 +47,7 @@ from services.media.sdp import MAX_SDP_BYTES
 from services.streams.command_handler import Accepted, CommandHandler
 from services.streams.presence import Presence
 from services.web.http import authenticate, bounded_body, room_id_of
+from services.web.rate_limits import Rates
 
 log = logging.getLogger(__name__)
 
@@ -61,8 +62,10 @@ class Signaling:
         commands: CommandHandler,
         verifier: TokenVerifier,
         presence: Presence,
+        rates: Rates,
     ) -> None:
         self.media = media
+        self.rates = rates
         self.commands = commands
         self.verifier = verifier
         self.presence = presence
@@ -91,6 +94,7 @@ class Signaling:
     async def start(self, request: Request, direction: Direction) -> Response:
         room_id = room_id_of(request)
         claims = await authenticate(self.verifier, request, room_id)
+        self.rates.sessions.take(room_id, claims.sub)
         if request.headers.get("content-type", "").split(";")[0].strip() != "application/sdp":
             raise UnsupportedMediaType("send the offer as application/sdp")
         body = await bounded_body(request, MAX_SDP_BYTES)

@@ -1,8 +1,9 @@
 """What the pages' WebSockets share: a token in the first message, JSON text frames, close codes.
 
 Close codes, from ``services.errors.answer_for``: 4401 no, bad or expired token; 4403 a good
-token that gives no access here; 4400 a room id that cannot exist; 1009 a message over the size
-limit (uvicorn's ``ws_max_size``); 1011 the event store or the token issuer is unavailable, so
+token that gives no access here; 4400 a room id that cannot exist; 4429 sockets opened too
+often, or too many open at once; 1009 a message over the size limit (uvicorn's ``ws_max_size``);
+1011 the event store or the token issuer is unavailable, so
 reconnect. A socket is closed with 4401 when its token expires: a token is checked for its whole
 life, not only at the start.
 """
@@ -19,7 +20,7 @@ from starlette.websockets import WebSocket, WebSocketDisconnect
 
 from events.errors import EarpieceError, StoreUnavailable
 from services.auth import Claims
-from services.errors import AuthError, TokenExpired, answer_for
+from services.errors import TokenExpired, answer_for
 
 log = logging.getLogger(__name__)
 
@@ -58,7 +59,8 @@ async def authenticate(
 ) -> Claims | None:
     """The claims of the token in the socket's first message, or None once it is closed.
 
-    ``verify`` checks the token for what the socket is for, raising AuthError if it may not.
+    ``verify`` checks the token for what the socket is for, raising AuthError if it may not
+    (or another error of ours: the socket is closed with its code).
     """
     try:
         async with asyncio.timeout(AUTH_TIMEOUT_S):  # not wait_for: see services/streams/lobby.py
@@ -70,7 +72,7 @@ async def authenticate(
         return await verify(auth.token)
     except (TimeoutError, msgspec.DecodeError):
         await websocket.close(UNAUTHORIZED, SEND_AUTH_FIRST)
-    except AuthError as exc:
+    except EarpieceError as exc:
         await close_for(websocket, exc)
     except WebSocketDisconnect:
         pass

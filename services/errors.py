@@ -13,6 +13,7 @@
         │   ├── InvalidJson                                      400 invalid_json
         │   ├── InvalidHeader            an id too long, or odd  400 invalid_header
         │   ├── ClientGone               left mid-body           400 client_gone
+        │   ├── RequestTimeout           a body sent too slowly  408 request_timeout
         │   ├── InvalidCommand           names the field         422 invalid_command
         │   ├── BadOffer                 an SDP offer refused    400 bad_offer
         │   ├── UnsupportedMediaType                             415 unsupported_media_type
@@ -75,6 +76,10 @@ class InvalidHeader(RequestError):
 
 class ClientGone(RequestError):
     """The client disconnected before its request's body was in (nobody reads the answer)."""
+
+
+class RequestTimeout(RequestError):
+    pass
 
 
 class InvalidCommand(RequestError):
@@ -220,6 +225,7 @@ _ANSWERS: dict[type[BaseException], Answer] = {
     InvalidJson: Answer(400, "invalid_json"),
     InvalidHeader: Answer(400, "invalid_header"),
     ClientGone: Answer(400, "client_gone"),
+    RequestTimeout: Answer(408, "request_timeout"),
     InvalidCommand: Answer(422, "invalid_command"),
     BadOffer: Answer(400, "bad_offer"),
     UnsupportedMediaType: Answer(415, "unsupported_media_type"),

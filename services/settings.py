@@ -66,6 +66,10 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     jwt_leeway_s: float = 0
     """Clock skew tolerated on ``exp`` and ``nbf``."""
     max_command_bytes: int = 16 * 1024
+    max_connections: int = 10_000
+    """HTTP connections at once (fewer if the descriptor limit needs it; services/web/server.py)."""
+    head_timeout_s: float = 10.0
+    """A connection that has not sent its request head by then is closed; a body, likewise."""
     feed_retention_s: float = 24 * 3600
     """How long the partition feeds keep entries every group has handled (room streams: always)."""
     ice_addresses: tuple[str, ...] = ("127.0.0.1",)
@@ -83,6 +87,10 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
         self._check_media()
         if self.redis_connections < 1:
             raise SettingsError("EARPIECE_REDIS_CONNECTIONS", "the pool needs one connection")
+        if self.max_connections < 1:
+            raise SettingsError("EARPIECE_MAX_CONNECTIONS", "serve at least one connection")
+        if self.head_timeout_s <= 0:
+            raise SettingsError("EARPIECE_HEAD_TIMEOUT_S", f"{self.head_timeout_s} is not above 0")
         if self.redis_wait_s <= 0:
             raise SettingsError("EARPIECE_REDIS_WAIT_S", f"{self.redis_wait_s} is not above 0")
         algorithms = set(self.jwt_algorithms)
@@ -168,6 +176,8 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
             "EARPIECE_JWT_JWKS_URL": "jwt_jwks_url",
             "EARPIECE_JWT_LEEWAY_S": "jwt_leeway_s",
             "EARPIECE_MAX_COMMAND_BYTES": "max_command_bytes",
+            "EARPIECE_MAX_CONNECTIONS": "max_connections",
+            "EARPIECE_HEAD_TIMEOUT_S": "head_timeout_s",
             "EARPIECE_FEED_RETENTION_S": "feed_retention_s",
             "EARPIECE_ICE_ADDRESSES": "ice_addresses",
             "EARPIECE_ICE_ANNOUNCED_ADDRESS": "ice_announced_address",

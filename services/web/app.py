@@ -102,7 +102,8 @@ class Api:
         room_id = room_id_of(request)
         claims = await authenticate(self.verifier, request, room_id)
         self.rates.commands.take(room_id, claims.sub)
-        body = await bounded_body(request, self.settings.max_command_bytes)
+        settings = self.settings
+        body = await bounded_body(request, settings.max_command_bytes, settings.head_timeout_s)
         try:
             command = _command_decoder.decode(body)
         except msgspec.ValidationError as exc:

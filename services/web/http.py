@@ -6,6 +6,7 @@ Errors are JSON ``{"error": <code>, "detail": <sentence>}``, with the status and
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import math
 import re
@@ -23,6 +24,7 @@ from services.errors import (
     ClientGone,
     InvalidHeader,
     RateLimited,
+    RequestTimeout,
     TokenRefused,
     TooLarge,
     answer_for,
@@ -53,18 +55,23 @@ def room_id_of(request: Request) -> str:
     return check_room_id(room_id)
 
 
-async def bounded_body(request: Request, limit: int) -> bytes:
+async def bounded_body(request: Request, limit: int, timeout_s: float) -> bytes:
+    """The request's body: TooLarge past ``limit`` bytes, RequestTimeout if it takes longer
+    than ``timeout_s`` to arrive (a body sent a byte at a time holds a connection)."""
     declared = request.headers.get("content-length")
     if declared is not None and declared.isdigit() and int(declared) > limit:
         raise TooLarge(f"body of {declared} bytes is over {limit}")
     body = bytearray()
     try:
-        async for chunk in request.stream():
-            body += chunk
-            if len(body) > limit:
-                raise TooLarge(f"body is over {limit} bytes")
+        async with asyncio.timeout(timeout_s):
+            async for chunk in request.stream():
+                body += chunk
+                if len(body) > limit:
+                    raise TooLarge(f"body is over {limit} bytes")
     except ClientDisconnect as exc:
         raise ClientGone("the client went away before its request's body was in") from exc
+    except TimeoutError as exc:
+        raise RequestTimeout(f"the body took over {timeout_s:g} s to arrive") from exc
     return bytes(body)
 
 

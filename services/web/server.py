@@ -1,29 +1,160 @@
 """How a worker's app is served: uvicorn, with the settings' limits, stopped by a signal.
 
 Both ``earpiece serve`` and the benchmarks' server processes run the app this way.
+
+uvicorn bounds a request head (h11's 16 KiB), idle keep-alive connections (5 s) and WebSocket
+messages (``ws_max_size``), but it waits for a new connection's first request forever, and its
+``limit_concurrency`` answers 503 to everyone once reached, ``/healthz`` included. So connections
+are admitted here instead (``ConnectionGuard``): each must send its request head within
+``head_timeout_s``; one client address may keep ``WAITING_PER_ADDRESS`` connections waiting for
+theirs (a newer one pushes out its oldest); and at ``max_connections`` a new connection pushes
+out the oldest one still waiting for its head. An attacker holding connections open only ever
+holds ones that have sent nothing, which are the first to go; requests under way and open
+sockets are never touched. The maximum stays below the process's descriptor limit, so
+``accept()`` never runs out.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
+import resource
 import signal
+import time
+from collections import OrderedDict
 from collections.abc import Iterator
+from typing import Any
 
+import h11
 import uvicorn
 from starlette.applications import Starlette
+from uvicorn.protocols.http.h11_impl import H11Protocol
 
 from services.settings import Settings
 
+log = logging.getLogger(__name__)
 
-def server_config(settings: Settings, app: Starlette, **options: object) -> uvicorn.Config:
-    """How uvicorn serves the app: WebSocket messages over the command size are refused (1009)."""
+DESCRIPTORS_KEPT = 0.25
+"""The share of the descriptor limit left to Redis, peer connections, files, and to the
+connections accepted in one go before the guard sees them (``BACKLOG``)."""
+BACKLOG = 32
+"""asyncio accepts up to this many connections per wake-up (uvicorn's default: 2048)."""
+WAITING_PER_ADDRESS = 64
+"""Connections of one client address that may wait for their request head at once: a browser
+opens a few; many people behind one NAT send their heads within milliseconds."""
+
+
+class ConnectionGuard:
+    """The worker's not-yet-heard HTTP connections, oldest first, and what was done to them."""
+
+    def __init__(
+        self, *, max_connections: int, head_timeout_s: float, report_every_s: float = 10.0
+    ) -> None:
+        self.max_connections = max_connections
+        self.head_timeout_s = head_timeout_s
+        self.report_every_s = report_every_s
+        self._waiting: OrderedDict[GuardedH11Protocol, asyncio.TimerHandle] = OrderedDict()
+        self._waiting_from: dict[str, OrderedDict[GuardedH11Protocol, None]] = {}
+        """The same connections by client address."""
+        self._closed = {"timed out": 0, "pushed out": 0, "refused": 0}
+        self._reported = time.monotonic()
+
+    def admit(self, connection: GuardedH11Protocol) -> None:
+        same_address = self._waiting_from.setdefault(connection.address, OrderedDict())
+        if len(same_address) >= WAITING_PER_ADDRESS:
+            self._close(next(iter(same_address)), "pushed out")
+        # uvicorn's connections: HTTP ones and the WebSockets they were upgraded to.
+        if len(connection.connections) > self.max_connections:
+            if not self._waiting:  # every one is a request under way or an open socket
+                self._close(connection, "refused")
+                return
+            self._close(next(iter(self._waiting)), "pushed out")
+        deadline = asyncio.get_running_loop().call_later(
+            self.head_timeout_s, self._close, connection, "timed out"
+        )
+        self._waiting[connection] = deadline
+        same_address[connection] = None
+
+    def heard(self, connection: GuardedH11Protocol) -> None:
+        """Its request head is in: it is no longer the guard's to close."""
+        deadline = self._waiting.pop(connection, None)
+        if deadline is None:
+            return
+        deadline.cancel()
+        same_address = self._waiting_from[connection.address]
+        del same_address[connection]
+        if not same_address:
+            del self._waiting_from[connection.address]
+
+    def _close(self, connection: GuardedH11Protocol, why: str) -> None:
+        self.heard(connection)
+        connection.transport.abort()
+        self._closed[why] += 1
+        # One line per report_every_s whatever the number closed: an attack cannot fill the log.
+        now = time.monotonic()
+        if now - self._reported >= self.report_every_s:
+            log.warning(
+                "closed HTTP connections over the last %.0f s: %d that sent no request head "
+                "within %g s, %d pushed out by newer ones (at %d waiting from one address, or "
+                "%d connections in all), %d refused (all %d busy)",
+                *(now - self._reported, self._closed["timed out"], self.head_timeout_s),
+                *(self._closed["pushed out"], WAITING_PER_ADDRESS, self.max_connections),
+                *(self._closed["refused"], self.max_connections),
+            )
+            self._closed = dict.fromkeys(self._closed, 0)
+            self._reported = now
+
+
+class GuardedH11Protocol(H11Protocol):
+    """uvicorn's HTTP/1.1 protocol, admitted by the ``guard`` of its config."""
+
+    guard: ConnectionGuard
+
+    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+        super().connection_made(transport)
+        self.address = self.client[0] if self.client else ""
+        self.guard.admit(self)
+
+    def data_received(self, data: bytes) -> None:
+        super().data_received(data)
+        if self.conn.their_state is not h11.IDLE:  # a head is in (a request, or an upgrade)
+            self.guard.heard(self)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.guard.heard(self)
+        super().connection_lost(exc)
+
+
+def guarded_protocol(guard: ConnectionGuard) -> type[GuardedH11Protocol]:
+    return type("GuardedH11Protocol", (GuardedH11Protocol,), {"guard": guard})
+
+
+def max_connections(wanted: int) -> int:
+    """``wanted``, or fewer if the descriptor limit (raised to its hard maximum) needs it."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft < hard:
+        with contextlib.suppress(ValueError, OSError):
+            resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+            soft = hard
+    return max(1, min(wanted, int(soft * (1 - DESCRIPTORS_KEPT))))
+
+
+def server_config(settings: Settings, app: Starlette, **options: Any) -> uvicorn.Config:
+    """How uvicorn serves the app: WebSocket messages over the command size are refused (1009);
+    connections are admitted by a ``ConnectionGuard``."""
+    guard = ConnectionGuard(
+        max_connections=max_connections(settings.max_connections),
+        head_timeout_s=settings.head_timeout_s,
+    )
     return uvicorn.Config(
         app,
         host=settings.host,
         port=settings.port,
         ws_max_size=settings.max_command_bytes,
-        **options,  # type: ignore[arg-type]
+        http=guarded_protocol(guard),
+        backlog=BACKLOG,
+        **options,
     )
 
 

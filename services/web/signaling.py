@@ -97,7 +97,7 @@ class Signaling:
         self.rates.sessions.take(room_id, claims.sub)
         if request.headers.get("content-type", "").split(";")[0].strip() != "application/sdp":
             raise UnsupportedMediaType("send the offer as application/sdp")
-        body = await bounded_body(request, MAX_SDP_BYTES)
+        body = await bounded_body(request, MAX_SDP_BYTES, self.media.settings.head_timeout_s)
         try:
             offer = body.decode()
         except UnicodeDecodeError as exc:

@@ -24,8 +24,9 @@ from services.errors import BadOffer
 
 MAX_SDP_BYTES = 64 * 1024
 MAX_SDP_LINES = 2000
-MAX_CANDIDATES = 32
-"""Per offer: a browser sends a handful; each one kept costs connectivity checks to it."""
+MAX_CANDIDATES = 16
+"""Per media section: a browser sends one per address and protocol (8 on a machine with four
+addresses), repeated in every section; each one kept costs connectivity checks to it."""
 
 OPUS_FMTP: Mapping[str, str | int] = MappingProxyType(
     {
@@ -88,9 +89,6 @@ def check_offer(
         raise BadOffer(
             f"offer has {len(sections)} audio sections, at most {max_audio_sections} allowed"
         )
-    candidates = sum(line.startswith("a=candidate:") for line in lines)
-    if candidates > MAX_CANDIDATES:
-        raise BadOffer(f"offer has {candidates} candidates, at most {MAX_CANDIDATES} allowed")
     mids = _mids(sections)
     names = [_name(index, section) for index, section in enumerate(sections)]
     directions = [_direction(session, section) for section in sections]
@@ -100,6 +98,9 @@ def check_offer(
         _check_receives(directions, names)
     for section, name in zip(sections, names, strict=True):
         _check_transport(session, section, name)
+        candidates = sum(line.startswith("a=candidate:") for line in section)
+        if candidates > MAX_CANDIDATES:
+            raise BadOffer(f"{name} has {candidates} candidates, at most {MAX_CANDIDATES} allowed")
     payload_types = tuple(
         _opus_payload_type(section, name) for section, name in zip(sections, names, strict=True)
     )

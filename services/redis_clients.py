@@ -24,7 +24,13 @@ import redis.asyncio as redis
 
 
 class WaitingPool(redis.BlockingConnectionPool):
-    """redis-py's blocking pool, saying what ran out when a wait times out."""
+    """redis-py's blocking pool, saying what ran out when a wait times out, and keeping every
+    connection it lends."""
+
+    async def release(self, connection: Any) -> None:
+        # A task cancelled while it waits for the pool's lock to give a connection back would
+        # leave it lent for good; after enough of them every request waits and times out.
+        await asyncio.shield(super().release(connection))
 
     async def get_connection(self, *args: Any, **kwargs: Any) -> Any:
         try:

@@ -66,6 +66,11 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     jwt_leeway_s: float = 0
     """Clock skew tolerated on ``exp`` and ``nbf``."""
     max_command_bytes: int = 16 * 1024
+    commands_per_s: float = 10
+    """Commands one participant may send a second (HTTP and live channel together; a burst
+    of twice as many); services/web/rate_limits.py."""
+    room_commands_per_s: float = 40
+    """Commands all the participants of one room may send a second, together."""
     max_connections: int = 10_000
     """HTTP connections at once (fewer if the descriptor limit needs it; services/web/server.py)."""
     head_timeout_s: float = 10.0
@@ -87,6 +92,8 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
         self._check_media()
         if self.redis_connections < 1:
             raise SettingsError("EARPIECE_REDIS_CONNECTIONS", "the pool needs one connection")
+        if min(self.commands_per_s, self.room_commands_per_s) <= 0:
+            raise SettingsError("EARPIECE_COMMANDS_PER_S", "command rates must be above 0")
         if self.max_connections < 1:
             raise SettingsError("EARPIECE_MAX_CONNECTIONS", "serve at least one connection")
         if self.head_timeout_s <= 0:
@@ -176,6 +183,8 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
             "EARPIECE_JWT_JWKS_URL": "jwt_jwks_url",
             "EARPIECE_JWT_LEEWAY_S": "jwt_leeway_s",
             "EARPIECE_MAX_COMMAND_BYTES": "max_command_bytes",
+            "EARPIECE_COMMANDS_PER_S": "commands_per_s",
+            "EARPIECE_ROOM_COMMANDS_PER_S": "room_commands_per_s",
             "EARPIECE_MAX_CONNECTIONS": "max_connections",
             "EARPIECE_HEAD_TIMEOUT_S": "head_timeout_s",
             "EARPIECE_FEED_RETENTION_S": "feed_retention_s",

@@ -41,8 +41,17 @@ ServerKind = Literal["earpiece", "relay"]
 class ServerProcess:
     """A server in a child process of ours, stopped by its PID (SIGTERM, then SIGKILL)."""
 
-    def __init__(self, kind: ServerKind, redis_url: str, secret: str, log_dir: Path) -> None:
+    def __init__(
+        self,
+        kind: ServerKind,
+        redis_url: str,
+        secret: str,
+        log_dir: Path,
+        settings: dict[str, str] | None = None,
+    ) -> None:
+        """``settings``: EARPIECE_* variables for an ``earpiece`` server, beyond the bench's."""
         self.kind = kind
+        self.settings = settings or {}
         self.redis_url = redis_url
         self.secret = secret
         self.port = free_loopback_port()
@@ -68,7 +77,7 @@ class ServerProcess:
                 stdin=subprocess.DEVNULL,
                 stdout=log,
                 stderr=subprocess.STDOUT,
-                env={**os.environ, SECRET_ENV: self.secret},
+                env={**os.environ, **self.settings, SECRET_ENV: self.secret},
             )
         try:
             await self._wait_healthy()
@@ -203,15 +212,28 @@ async def serve(kind: ServerKind, port: int, redis_url: str) -> None:
     gather_on(["127.0.0.1"])
     client: redis.Redis | None = None
     if kind == "earpiece":
+        from services.redis_clients import request_client
         from services.settings import Settings
+        from services.streams.presence import new_worker_id
         from services.web.app import create_app
+        from services.web.server import server_config
 
-        client = redis.Redis.from_url(redis_url)
-        settings = Settings(redis_url=redis_url, jwt_secret=os.environ[SECRET_ENV], port=port)
-        app = create_app(settings, client)
+        given = {"REDIS_URL": redis_url, "EARPIECE_PORT": str(port)}
+        settings = Settings.from_env(
+            {**os.environ, **given, "EARPIECE_JWT_SECRET": os.environ[SECRET_ENV]}
+        )
+        worker = new_worker_id()
+        client = request_client(
+            redis_url,
+            name=f"earpiece:{worker}:requests",
+            connections=settings.redis_connections,
+            wait_s=settings.redis_wait_s,
+        )
+        config = server_config(settings, create_app(settings, client, worker), log_level="warning")
     else:
-        app = create_relay_app()
-    config = uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning")
+        config = uvicorn.Config(
+            create_relay_app(), host="127.0.0.1", port=port, log_level="warning"
+        )
     try:
         await ShutdownOnSignal(config).serve()
     finally:

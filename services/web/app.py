@@ -79,7 +79,7 @@ class Api:
         )
         self.commands.on_join_without_session = self.presence.expect_session
         self.verifier = verifier_from_settings(settings, queue_of=self.queue_of)
-        self.rates = Rates()
+        self.rates = Rates(settings)
         self.workers = Workers()
         """The projections and watchers running beside the app, restarted if they fail."""
 

@@ -17,6 +17,7 @@ import time
 from collections import OrderedDict
 
 from services.errors import RateLimited
+from services.settings import Settings
 
 
 class TokenBucket:
@@ -90,8 +91,10 @@ class RateLimit:
 class Rates:
     """The worker's limits, one per kind of request a client can repeat at will."""
 
-    def __init__(self) -> None:
-        self.commands = RateLimit("commands", per_subject=10, per_room=40)
+    def __init__(self, settings: Settings) -> None:
+        self.commands = RateLimit(
+            "commands", per_subject=settings.commands_per_s, per_room=settings.room_commands_per_s
+        )
         """HTTP commands and live-channel messages together."""
         self.sessions = RateLimit("session setups", per_subject=5, per_room=20)
         """WHIP/WHEP offers (a hang-up is never refused: it only ends what exists)."""

@@ -16,6 +16,7 @@ from websockets.asyncio.client import ClientConnection
 
 from events.room import Role
 from services.bench.pages import blocking_read_ids
+from services.settings import Settings
 from services.web.rate_limits import Rates
 from tests.support import RunningService, token
 
@@ -177,7 +178,7 @@ async def test_a_flood_of_commands_is_rate_limited_and_other_rooms_are_unaffecte
         elapsed = time.monotonic() - started
 
         # What the participant's bucket lets through: its burst and its rate over the flood.
-        limit = Rates().commands
+        limit = Rates(Settings(jwt_secret="x" * 32)).commands
         let_through = limit.per_subject * (limit.burst_s + elapsed)
         assert {r.get("error") for r in replies} == {"rate_limited", "rejected"}
         assert sum(r.get("error") == "rate_limited" for r in replies) >= 1000 - let_through

@@ -12,13 +12,15 @@ import websockets
 
 from events.room import Role
 from services.errors import RateLimited
+from services.settings import Settings
 from services.web.live_channel import MAX_SOCKETS
 from services.web.rate_limits import RateLimit, Rates
 from tests.support import RunningService, token
 
 pytestmark = pytest.mark.newest_redis
 
-COMMANDS = Rates().commands
+RATES = Rates(Settings(jwt_secret="x" * 32))
+COMMANDS = RATES.commands
 
 
 def test_a_bucket_lets_its_burst_through_then_refuses_saying_whose_rate_and_when() -> None:
@@ -91,7 +93,7 @@ async def test_whip_offers_over_a_participants_rate_get_429_before_the_offer_is_
     }
     answers = [
         await service.http.post("/rooms/room-1/whip", content="v=0\r\n", headers=headers)
-        for _ in range(int(Rates().sessions.per_subject * Rates().sessions.burst_s) + 3)
+        for _ in range(int(RATES.sessions.per_subject * RATES.sessions.burst_s) + 3)
     ]
 
     assert {a.status_code for a in answers[:10]} == {400}

@@ -9,6 +9,8 @@
     earpiece bench media [--quick]          media plane against aiortc's MediaRelay, on loopback
     earpiece bench pages [--pages 10,100]   open pages of a room: one shared follower vs one each
     earpiece bench audit                    the audit projection's events/s against commands/s
+    earpiece bench fairness                 room B's latency alone and while room A is flooded
+    earpiece bench rooms [--rooms 100,1000] one worker as its open rooms grow
 
 Settings come from the environment (README, "Configuration"), read here and nowhere else.
 """
@@ -176,6 +178,15 @@ def parser() -> argparse.ArgumentParser:
     audit_bench.add_argument("--rooms", type=int, default=20, help="rooms, both phases")
     audit_bench.add_argument("--seconds", type=float, default=5.0, help="of commands")
     audit_bench.add_argument("--events", type=int, default=1000, help="backlog per room")
+    fairness_bench = bench_commands.add_parser("fairness", help="room B while room A is flooded")
+    fairness_bench.add_argument("--commands", type=int, default=300, help="room B's, per phase")
+    fairness_bench.add_argument("--per-s", type=float, default=20.0, help="room B's pace")
+    rooms_bench = bench_commands.add_parser("rooms", help="one worker as its open rooms grow")
+    rooms_bench.add_argument(
+        "--rooms", default="100,300,1000", help="rooms with an open page, per step"
+    )
+    rooms_bench.add_argument("--publishing", type=int, default=50, help="of them, publishing")
+    rooms_bench.add_argument("--samples", type=int, default=1000, help="commands per step")
     pages_bench = bench_commands.add_parser("pages", help="open pages: shared vs own follower")
     pages_bench.add_argument(
         "--pages", default="10,100,500", help="page counts to run, comma-separated"
@@ -196,6 +207,15 @@ def run_bench(args: argparse.Namespace) -> int:
                 from services.bench.audit import run_audit_bench
 
                 return asyncio.run(run_audit_bench(args.rooms, args.seconds, args.events))
+            case "fairness":
+                from services.bench.fairness import run_fairness_bench
+
+                return asyncio.run(run_fairness_bench(args.commands, args.per_s))
+            case "rooms":
+                from services.bench.rooms import run_rooms_bench
+
+                room_counts = [int(n) for n in args.rooms.split(",") if n.strip()]
+                return asyncio.run(run_rooms_bench(room_counts, args.publishing, args.samples))
             case "pages":
                 from services.bench.pages import run_pages_bench
 

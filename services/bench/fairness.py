@@ -1,0 +1,183 @@
+"""``earpiece bench fairness``: room B's command latency alone, and while room A is flooded.
+
+One fresh local redis-server and the whole service in a child process (``ServerProcess``, the
+rate limits as shipped). In room B three coaches take turns switching their monitor on and
+off, at a steady pace well under the limits, and every command is timed from request to
+answer. Side by side in one run:
+
+* alone: nothing else runs;
+* HTTP flood on A: a child process runs 32 HTTP clients, 32 participants of room A, each
+  posting commands as fast as they are answered (refused ones included);
+* socket flood on A: a child process opens 20 live sockets on room A, 20 participants, and
+  sends commands on each as fast as it can write.
+
+The goal is B's p99 under each flood within 2x of its p99 alone. The flooders are child
+processes so that their own work is not counted in B's latencies, as it would not be in
+production (they still share this machine's two cores).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import secrets
+import subprocess
+import sys
+import tempfile
+import time
+from collections import Counter
+from pathlib import Path
+
+import httpx
+import websockets
+
+from events.room import Role
+from services.auth import mint_token
+from services.bench.media_servers import ServerProcess
+from services.bench.workload import percentile
+from services.redis_server import RedisServer
+
+FLOODS = {"http": 32, "sockets": 20}
+"""Participants of room A flooding it, per kind of flood."""
+
+
+def token_for(secret: str, room_id: str, subject: str, role: Role = Role.SUPERVISOR) -> str:
+    return mint_token(
+        secret,
+        subject=subject,
+        name=subject,
+        room=room_id,
+        role=role,
+        whisper=role is Role.SUPERVISOR,
+        audience="earpiece",
+        issuer="earpiece",
+    )
+
+
+async def room_b_latencies(url: str, secret: str, commands: int, per_s: float) -> list[float]:
+    """``commands`` monitor switches in room B at ``per_s``, each timed (ms)."""
+    coaches = [f"coach-{n}" for n in range(3)]
+    latencies: list[float] = []
+    async with httpx.AsyncClient(base_url=url, timeout=30) as http:
+        headers = {
+            c: {"authorization": f"Bearer {token_for(secret, 'room-b', c)}"} for c in coaches
+        }
+        for coach in coaches:
+            await http.post(
+                "/rooms/room-b/commands", json={"command": "join"}, headers=headers[coach]
+            )
+        started = time.perf_counter()
+        for n in range(commands):
+            await asyncio.sleep(max(0.0, started + n / per_s - time.perf_counter()))
+            coach = coaches[n % 3]
+            command = "start_monitor" if (n // 3) % 2 == 0 else "stop_monitor"
+            sent = time.perf_counter()
+            answer = await http.post(
+                "/rooms/room-b/commands", json={"command": command}, headers=headers[coach]
+            )
+            latencies.append((time.perf_counter() - sent) * 1000)
+            if answer.status_code not in (200, 201):
+                raise RuntimeError(
+                    f"room B's {command} answered {answer.status_code}: {answer.text}"
+                )
+    return latencies
+
+
+async def flood_http(url: str, secret: str, until: float) -> Counter[int]:
+    answers: Counter[int] = Counter()
+
+    async def participant(http: httpx.AsyncClient, n: int) -> None:
+        headers = {"authorization": f"Bearer {token_for(secret, 'room-a', f'flooder-{n}')}"}
+        commands = ["join", "start_monitor", "stop_monitor"]
+        i = 0
+        while time.perf_counter() < until:
+            answer = await http.post(
+                "/rooms/room-a/commands", json={"command": commands[i % 3]}, headers=headers
+            )
+            answers[answer.status_code] += 1
+            i += 1
+
+    limits = httpx.Limits(max_connections=FLOODS["http"])
+    async with httpx.AsyncClient(base_url=url, timeout=30, limits=limits) as http:
+        await asyncio.gather(*(participant(http, n) for n in range(FLOODS["http"])))
+    return answers
+
+
+async def flood_sockets(url: str, secret: str, until: float) -> Counter[int]:
+    sent: Counter[int] = Counter()
+    live = url.replace("http", "ws", 1) + "/rooms/room-a/live"
+
+    async def participant(n: int) -> None:
+        async with websockets.connect(live, max_queue=None) as socket:
+            subject = f"flooder-{n}"
+            await socket.send(
+                json.dumps({"type": "auth", "token": token_for(secret, "room-a", subject)})
+            )
+            message = json.dumps({"type": "command", "command": {"command": "start_monitor"}})
+            drain = asyncio.create_task(_drain(socket))
+            while time.perf_counter() < until:
+                await socket.send(message)
+                sent[0] += 1
+                await asyncio.sleep(0)  # let the replies be read
+            drain.cancel()
+
+    await asyncio.gather(*(participant(n) for n in range(FLOODS["sockets"])))
+    return sent
+
+
+async def _drain(socket: websockets.ClientConnection) -> None:
+    async for _ in socket:
+        pass
+
+
+def flood_main(kind: str, url: str, secret: str, seconds: float) -> int:
+    until = time.perf_counter() + seconds
+    flood = flood_http if kind == "http" else flood_sockets
+    counted = asyncio.run(flood(url, secret, until))
+    print(json.dumps(dict(counted)))
+    return 0
+
+
+async def run_fairness_bench(commands: int, per_s: float) -> int:
+    secret = secrets.token_urlsafe(32)
+    seconds = commands / per_s + 2
+    with tempfile.TemporaryDirectory(prefix="earpiece-fairness-") as scratch:
+        redis_server = RedisServer(Path(scratch) / "redis")
+        redis_server.start()
+        try:
+            async with ServerProcess("earpiece", redis_server.url, secret, Path(scratch)) as server:
+                rows = []
+                alone = await room_b_latencies(server.url, secret, commands, per_s)
+                rows.append(("alone", alone, ""))
+                for kind in FLOODS:
+                    flooder = subprocess.Popen(  # noqa: ASYNC220 (returns at once)
+                        [sys.executable, "-m", "services.bench.fairness", kind, server.url],
+                        stdin=subprocess.PIPE,
+                        stdout=subprocess.PIPE,
+                        text=True,
+                    )
+                    assert flooder.stdin is not None
+                    flooder.stdin.write(f"{secret}\n{seconds}\n")
+                    flooder.stdin.close()
+                    await asyncio.sleep(1.0)  # the flood is under way
+                    flooded = await room_b_latencies(server.url, secret, commands, per_s)
+                    output, _ = await asyncio.to_thread(flooder.communicate)
+                    rows.append((f"{kind} flood on A", flooded, output.strip()))
+        finally:
+            redis_server.stop()
+    base_p99 = percentile(alone, 99)
+    print(f"room B: {commands} commands at {per_s:g}/s; flooders: {FLOODS}")
+    print("| room B while | p50 ms | p99 ms | max ms | p99 / alone | room A's flood |")
+    print("|---|---|---|---|---|---|")
+    for name, samples, flood in rows:
+        print(
+            f"| {name} | {percentile(samples, 50):.1f} | {percentile(samples, 99):.1f} | "
+            f"{max(samples):.1f} | {percentile(samples, 99) / base_p99:.2f} | {flood} |"
+        )
+    return 0
+
+
+if __name__ == "__main__":
+    # python -m services.bench.fairness KIND URL, the secret and the seconds on stdin.
+    secret_line, seconds_line = sys.stdin.read().split()
+    sys.exit(flood_main(sys.argv[1], sys.argv[2], secret_line, float(seconds_line)))

@@ -62,10 +62,6 @@ async def room_b_latencies(url: str, secret: str, commands: int, per_s: float) -
         headers = {
             c: {"authorization": f"Bearer {token_for(secret, 'room-b', c)}"} for c in coaches
         }
-        for coach in coaches:
-            await http.post(
-                "/rooms/room-b/commands", json={"command": "join"}, headers=headers[coach]
-            )
         started = time.perf_counter()
         for n in range(commands):
             await asyncio.sleep(max(0.0, started + n / per_s - time.perf_counter()))
@@ -75,6 +71,15 @@ async def room_b_latencies(url: str, secret: str, commands: int, per_s: float) -
             answer = await http.post(
                 "/rooms/room-b/commands", json={"command": command}, headers=headers[coach]
             )
+            if answer.status_code == 409 and "not in room" in answer.text:
+                # An HTTP join with no media lapses after 15 s: join again, untimed, and resend.
+                await http.post(
+                    "/rooms/room-b/commands", json={"command": "join"}, headers=headers[coach]
+                )
+                sent = time.perf_counter()
+                answer = await http.post(
+                    "/rooms/room-b/commands", json={"command": command}, headers=headers[coach]
+                )
             latencies.append((time.perf_counter() - sent) * 1000)
             if answer.status_code not in (200, 201):
                 raise RuntimeError(
@@ -83,8 +88,8 @@ async def room_b_latencies(url: str, secret: str, commands: int, per_s: float) -
     return latencies
 
 
-async def flood_http(url: str, secret: str, until: float) -> Counter[int]:
-    answers: Counter[int] = Counter()
+async def flood_http(url: str, secret: str, until: float) -> Counter[str]:
+    answers: Counter[str] = Counter()
 
     async def participant(http: httpx.AsyncClient, n: int) -> None:
         headers = {"authorization": f"Bearer {token_for(secret, 'room-a', f'flooder-{n}')}"}
@@ -94,7 +99,7 @@ async def flood_http(url: str, secret: str, until: float) -> Counter[int]:
             answer = await http.post(
                 "/rooms/room-a/commands", json={"command": commands[i % 3]}, headers=headers
             )
-            answers[answer.status_code] += 1
+            answers[str(answer.status_code)] += 1
             i += 1
 
     limits = httpx.Limits(max_connections=FLOODS["http"])
@@ -103,26 +108,34 @@ async def flood_http(url: str, secret: str, until: float) -> Counter[int]:
     return answers
 
 
-async def flood_sockets(url: str, secret: str, until: float) -> Counter[int]:
-    sent: Counter[int] = Counter()
+async def flood_sockets(url: str, secret: str, until: float) -> Counter[str]:
+    """Each participant sends on its socket as fast as it can write, and opens another as soon
+    as one is closed (a flood is closed with 4429), until ``until``."""
+    counted: Counter[str] = Counter()
     live = url.replace("http", "ws", 1) + "/rooms/room-a/live"
+    message = json.dumps({"type": "command", "command": {"command": "start_monitor"}})
 
     async def participant(n: int) -> None:
-        async with websockets.connect(live, max_queue=None) as socket:
-            subject = f"flooder-{n}"
-            await socket.send(
-                json.dumps({"type": "auth", "token": token_for(secret, "room-a", subject)})
-            )
-            message = json.dumps({"type": "command", "command": {"command": "start_monitor"}})
-            drain = asyncio.create_task(_drain(socket))
-            while time.perf_counter() < until:
-                await socket.send(message)
-                sent[0] += 1
-                await asyncio.sleep(0)  # let the replies be read
-            drain.cancel()
+        auth = json.dumps({"type": "auth", "token": token_for(secret, "room-a", f"flooder-{n}")})
+        while time.perf_counter() < until:
+            try:
+                async with websockets.connect(live, max_queue=None) as socket:
+                    counted["sockets opened"] += 1
+                    await socket.send(auth)
+                    drain = asyncio.create_task(_drain(socket))
+                    while time.perf_counter() < until:
+                        await socket.send(message)
+                        counted["messages sent"] += 1
+                        await asyncio.sleep(0)  # let the replies be read
+                    drain.cancel()
+            except websockets.ConnectionClosed as closed:
+                counted[f"closed {closed.rcvd.code if closed.rcvd else 'without a code'}"] += 1
+            except OSError:
+                counted["connect failed"] += 1
+                await asyncio.sleep(0.05)
 
     await asyncio.gather(*(participant(n) for n in range(FLOODS["sockets"])))
-    return sent
+    return counted
 
 
 async def _drain(socket: websockets.ClientConnection) -> None:
@@ -161,7 +174,9 @@ async def run_fairness_bench(commands: int, per_s: float) -> int:
                     flooder.stdin.close()
                     await asyncio.sleep(1.0)  # the flood is under way
                     flooded = await room_b_latencies(server.url, secret, commands, per_s)
-                    output, _ = await asyncio.to_thread(flooder.communicate)
+                    assert flooder.stdout is not None
+                    output = await asyncio.to_thread(flooder.stdout.read)
+                    flooder.wait()
                     rows.append((f"{kind} flood on A", flooded, output.strip()))
         finally:
             redis_server.stop()

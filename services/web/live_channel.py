@@ -24,8 +24,9 @@ and its media), so nobody on a call loses it, or its views, to an expiring token
 socket closes with 4401 when their token expires.
 
 Recoverable mistakes (bad JSON, a binary frame, an unknown command, a wrong field, a rejected
-or rate-limited command) are answered with an ``error`` and the socket stays open. Close codes
-are those of ``services/web/sockets.py``; here 4403 means a token for another room.
+or rate-limited command) are answered with an ``error`` and the socket stays open; a flood over
+the rate is slowed down by reading the socket less (``REFUSALS_BEFORE_PAUSE``).
+Close codes are those of ``services/web/sockets.py``; here 4403 means a token for another room.
 """
 
 from __future__ import annotations
@@ -34,6 +35,7 @@ import asyncio
 import contextlib
 import datetime as dt
 import logging
+import random
 from collections import Counter
 
 import msgspec
@@ -72,6 +74,12 @@ from services.web.sockets import (
 
 MAX_SOCKETS = 4
 """Live sockets one participant may hold on a room at once (each is sent every view)."""
+REFUSALS_BEFORE_PAUSE = 10
+PAUSE_S = 1.0
+"""After this many messages in a row over the rate, the socket is not read for about
+``PAUSE_S`` (jittered, so that many flooded sockets do not resume in step).
+(Closing it instead would cost more: its close frame waits behind all the sender has
+buffered, which the worker would read to find it.)"""
 
 
 class CommandMessage(msgspec.Struct, frozen=True, tag="command", forbid_unknown_fields=True):
@@ -209,13 +217,21 @@ class LiveChannel:
         self, websocket: WebSocket, room_id: str, claims: Claims, talk: PushToTalk
     ) -> None:
         actor = claims.actor()
+        refused = 0
         while True:  # until the page goes: WebSocketDisconnect
             text = await receive_text(websocket)
             try:
                 self.rates.commands.take(room_id, claims.sub)
             except RateLimited as exc:
                 await send_message(websocket, ErrorMessage(error="rate_limited", detail=str(exc)))
+                refused += 1
+                if refused == REFUSALS_BEFORE_PAUSE:
+                    # A flood: each refusal costs a read and a reply. Unread, the socket's
+                    # buffers fill and hold the sender back, at no cost to anyone else.
+                    await asyncio.sleep(PAUSE_S * random.uniform(0.5, 1.5))
+                    refused = 0
                 continue
+            refused = 0
             if text is None:
                 await send_message(websocket, NOT_TEXT)
                 continue

@@ -21,6 +21,7 @@ import contextlib
 import logging
 import resource
 import signal
+import socket
 import time
 from collections import OrderedDict
 from collections.abc import Iterator
@@ -40,6 +41,8 @@ DESCRIPTORS_KEPT = 0.25
 connections accepted in one go before the guard sees them (``BACKLOG``)."""
 BACKLOG = 32
 """asyncio accepts up to this many connections per wake-up (uvicorn's default: 2048)."""
+RECEIVE_BUFFER_BYTES = 32 * 1024
+"""The kernel's receive buffer of each HTTP connection (Linux doubles it), not autotuned."""
 WAITING_PER_ADDRESS = 64
 """Connections of one client address that may wait for their request head at once: a browser
 opens a few; many people behind one NAT send their heads within milliseconds."""
@@ -112,6 +115,11 @@ class GuardedH11Protocol(H11Protocol):
     guard: ConnectionGuard
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+        sock = transport.get_extra_info("socket")
+        if sock is not None:
+            # What a client can push ahead of the worker's reading; all of it is parsed when
+            # a socket is closed (to find the client's close frame), so a flood stays cheap.
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, RECEIVE_BUFFER_BYTES)
         super().connection_made(transport)
         self.address = self.client[0] if self.client else ""
         self.guard.admit(self)

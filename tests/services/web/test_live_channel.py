@@ -17,6 +17,7 @@ from websockets.asyncio.client import ClientConnection
 from events.room import Role
 from services.bench.pages import blocking_read_ids
 from services.settings import Settings
+from services.web.live_channel import PAUSE_S, REFUSALS_BEFORE_PAUSE
 from services.web.rate_limits import Rates
 from tests.support import RunningService, token
 
@@ -166,22 +167,27 @@ async def test_bad_messages_get_an_error_and_the_socket_stays_open(
         assert (await customer.next("ack"))["outcome"] == "accepted"
 
 
-async def test_a_flood_of_commands_is_rate_limited_and_other_rooms_are_unaffected(
+async def test_a_flood_of_commands_is_refused_and_slowed_and_other_rooms_are_unaffected(
     service: RunningService,
 ) -> None:
+    flood = 100
     async with page(service, Role.AGENT, sub="agent") as flooder:
         message = json.dumps({"type": "command", "command": {"command": "leave"}})
         started = time.monotonic()
-        await asyncio.gather(*(flooder.socket.send(message) for _ in range(1000)))
+        await asyncio.gather(*(flooder.socket.send(message) for _ in range(flood)))
         async with asyncio.timeout(30):
-            replies = [json.loads(await flooder.socket.recv()) for _ in range(1000)]
+            replies = [json.loads(await flooder.socket.recv()) for _ in range(flood)]
         elapsed = time.monotonic() - started
 
-        # What the participant's bucket lets through: its burst and its rate over the flood.
+        # The participant's bucket lets its burst and its rate through (rejected: nobody to
+        # leave); the rest is refused, and every REFUSALS_BEFORE_PAUSE refusals the socket is
+        # left unread for about PAUSE_S.
         limit = Rates(Settings(jwt_secret="x" * 32)).commands
         let_through = limit.per_subject * (limit.burst_s + elapsed)
         assert {r.get("error") for r in replies} == {"rate_limited", "rejected"}
-        assert sum(r.get("error") == "rate_limited" for r in replies) >= 1000 - let_through
+        refused = sum(r.get("error") == "rate_limited" for r in replies)
+        assert refused >= flood - let_through
+        assert elapsed >= (refused // REFUSALS_BEFORE_PAUSE - 1) * PAUSE_S * 0.5
         joined = await service.http.post(
             "/rooms/room-2/commands",
             json={"command": "join"},

@@ -46,7 +46,7 @@ class Fuzzed:
 
     def __init__(self, service: ServiceProcess) -> None:
         self.service = service
-        self.http = httpx.Client(base_url=service.url, timeout=10)
+        self.http = httpx.Client(base_url=service.url, timeout=30)
         self._read = 0
 
     def new_log(self) -> str:

@@ -19,6 +19,7 @@ from websockets.asyncio.client import ClientConnection
 
 from events.room import Role
 from services.bench.participants import Participant, ToneTrack
+from services.bench.rooms import worker_connections
 from services.settings import Settings
 from tests.support import token
 from tests.system.processes import ServiceProcess
@@ -29,17 +30,6 @@ ROOMS = 300
 PUBLISHING = 50
 MOST_CONNECTIONS = Settings().redis_connections + 4
 """What services/redis_clients.py says a worker with one partition holds at most."""
-
-
-async def worker_connections(client: redis.Redis) -> dict[str, int]:
-    """The service's Redis connections, by purpose (``earpiece:<worker>:<purpose>``)."""
-    counts: dict[str, int] = {}
-    for connection in await client.client_list():
-        name = connection["name"]
-        if name.startswith("earpiece:"):
-            purpose = name.rsplit(":", 1)[-1]
-            counts[purpose] = counts.get(purpose, 0) + 1
-    return counts
 
 
 class Page:

@@ -157,7 +157,10 @@ class StreamReader:
         followers = self._followers.get(room_id, set())
         for entry_id, fields in entries:
             version = version_of(entry_id)
-            behind = [f for f in followers if f.position < version]
+            # Only to those whose last event is the one before: a follower further behind (it
+            # came in while a read from a later position was out) is read for from its own
+            # position next time, rather than skip what it lacks.
+            behind = [f for f in followers if f.position == version - 1]
             if not behind:
                 continue
             try:

@@ -168,3 +168,25 @@ async def test_closing_ends_every_follower(store: EventStore, reader: StreamRead
 
     with pytest.raises(StoreUnavailable, match="shutting down"):
         await asyncio.wait_for(waiting, 5)
+
+
+async def test_a_follower_that_comes_in_behind_a_read_under_way_misses_nothing(
+    store: EventStore, redis_server: RedisServer
+) -> None:
+    reads = redis.Redis.from_url(redis_server.url)
+    reader = StreamReader(store, reads, block_ms=30_000)
+    await append_cues(store, "room-1", 0, 5)
+    ahead = reader.follow("room-1", after_version=5)
+    waiting = asyncio.create_task(anext(ahead))
+    await asyncio.sleep(0.2)  # the read is blocked from version 5
+
+    behind = reader.follow("room-1", after_version=2)  # wakes it; and events arrive meanwhile
+    first = asyncio.create_task(anext(behind))
+    await append_cues(store, "room-1", 5, 1)
+
+    async with asyncio.timeout(5):
+        assert (await first).version == 3
+        assert [(await anext(behind)).version for _ in range(3)] == [4, 5, 6]
+        assert (await waiting).version == 6
+    await reader.close()
+    await reads.aclose()

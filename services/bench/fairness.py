@@ -54,37 +54,35 @@ def token_for(secret: str, room_id: str, subject: str, role: Role = Role.SUPERVI
     )
 
 
+async def timed_command(
+    http: httpx.AsyncClient, room_id: str, headers: dict[str, str], command: str
+) -> float:
+    """Milliseconds from sending ``command`` to its answer, which must be 200 or 201. A sender
+    not (or no longer) in the room joins first, untimed: an HTTP join with no media lapses
+    after 15 s."""
+    path = f"/rooms/{room_id}/commands"
+    sent = time.perf_counter()
+    answer = await http.post(path, json={"command": command}, headers=headers)
+    if answer.status_code == 409 and "not in room" in answer.text:
+        await http.post(path, json={"command": "join"}, headers=headers)
+        sent = time.perf_counter()
+        answer = await http.post(path, json={"command": command}, headers=headers)
+    if answer.status_code not in (200, 201):
+        raise RuntimeError(f"{command} in {room_id}: {answer.status_code} {answer.text}")
+    return (time.perf_counter() - sent) * 1000
+
+
 async def room_b_latencies(url: str, secret: str, commands: int, per_s: float) -> list[float]:
     """``commands`` monitor switches in room B at ``per_s``, each timed (ms)."""
     coaches = [f"coach-{n}" for n in range(3)]
+    headers = {c: {"authorization": f"Bearer {token_for(secret, 'room-b', c)}"} for c in coaches}
     latencies: list[float] = []
     async with httpx.AsyncClient(base_url=url, timeout=30) as http:
-        headers = {
-            c: {"authorization": f"Bearer {token_for(secret, 'room-b', c)}"} for c in coaches
-        }
         started = time.perf_counter()
         for n in range(commands):
             await asyncio.sleep(max(0.0, started + n / per_s - time.perf_counter()))
-            coach = coaches[n % 3]
             command = "start_monitor" if (n // 3) % 2 == 0 else "stop_monitor"
-            sent = time.perf_counter()
-            answer = await http.post(
-                "/rooms/room-b/commands", json={"command": command}, headers=headers[coach]
-            )
-            if answer.status_code == 409 and "not in room" in answer.text:
-                # An HTTP join with no media lapses after 15 s: join again, untimed, and resend.
-                await http.post(
-                    "/rooms/room-b/commands", json={"command": "join"}, headers=headers[coach]
-                )
-                sent = time.perf_counter()
-                answer = await http.post(
-                    "/rooms/room-b/commands", json={"command": command}, headers=headers[coach]
-                )
-            latencies.append((time.perf_counter() - sent) * 1000)
-            if answer.status_code not in (200, 201):
-                raise RuntimeError(
-                    f"room B's {command} answered {answer.status_code}: {answer.text}"
-                )
+            latencies.append(await timed_command(http, "room-b", headers[coaches[n % 3]], command))
     return latencies
 
 

@@ -32,7 +32,7 @@ import redis.asyncio as redis
 import websockets
 
 from events.room import Role
-from services.bench.fairness import token_for
+from services.bench.fairness import timed_command, token_for
 from services.bench.media_clients import CannedOpus, PacketTrack
 from services.bench.media_servers import ServerProcess
 from services.bench.participants import Participant
@@ -94,25 +94,11 @@ async def step(
 ) -> dict[str, Any]:
     coach = {r: {"authorization": f"Bearer {token_for(secret, r, 'coach')}"} for r in rooms}
 
-    async def command(room_id: str, name: str) -> httpx.Response:
-        return await http.post(
-            f"/rooms/{room_id}/commands", json={"command": name}, headers=coach[room_id]
-        )
-
     latencies = []
     for n in range(samples):
         room_id = rooms[n % len(rooms)]
         name = ("start_monitor", "stop_monitor")[n // len(rooms) % 2]
-        sent = time.perf_counter()
-        answer = await command(room_id, name)
-        if answer.status_code == 409 and "not in room" in answer.text:
-            # Not joined yet, or an HTTP join with no media lapsed (15 s): join, untimed.
-            await command(room_id, "join")
-            sent = time.perf_counter()
-            answer = await command(room_id, name)
-        latencies.append((time.perf_counter() - sent) * 1000)
-        if answer.status_code not in (200, 201):
-            raise RuntimeError(f"{name} in {room_id}: {answer.status_code} {answer.text}")
+        latencies.append(await timed_command(http, room_id, coach[room_id], name))
     # A new coach joins every room at once: each agent's page is sent a view with their badge.
     newcomer = f"coach-{len(rooms)}"
     joining = {r: {"authorization": f"Bearer {token_for(secret, r, newcomer)}"} for r in rooms}

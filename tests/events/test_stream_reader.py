@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncGenerator
+import contextlib
+from collections.abc import AsyncGenerator, AsyncIterator
 
 import pytest
 import redis.asyncio as redis
@@ -33,6 +34,20 @@ async def versions(following: AsyncGenerator[Envelope], through: int) -> list[in
         while not seen or seen[-1] < through:
             seen.append((await anext(following)).version)
     return seen
+
+
+@contextlib.asynccontextmanager
+async def own_reader(
+    store: EventStore, redis_server: RedisServer, **options: int
+) -> AsyncIterator[StreamReader]:
+    """A reader with ``options`` other than the fixture's, on a connection of its own."""
+    reads = redis.Redis.from_url(redis_server.url)
+    reader = StreamReader(store, reads, **options)
+    try:
+        yield reader
+    finally:
+        await reader.close()
+        await reads.aclose()
 
 
 async def blocked_reads(client: redis.Redis) -> list[str]:
@@ -76,20 +91,17 @@ async def test_every_room_is_followed_in_one_blocking_read(
 async def test_a_room_followed_while_the_read_is_blocked_is_read_at_once(
     store: EventStore, redis_server: RedisServer
 ) -> None:
-    reads = redis.Redis.from_url(redis_server.url)
-    reader = StreamReader(store, reads, block_ms=30_000)  # a wake, not a timeout, must end it
-    first = reader.follow("room-a")
-    waiting = asyncio.create_task(anext(first))
-    await asyncio.sleep(0.2)  # the read now blocks on room-a alone
+    async with own_reader(store, redis_server, block_ms=30_000) as reader:  # a wake must end it
+        first = reader.follow("room-a")
+        waiting = asyncio.create_task(anext(first))
+        await asyncio.sleep(0.2)  # the read now blocks on room-a alone
 
-    second = reader.follow("room-b")
-    await append_cues(store, "room-b", 0, 1)
+        second = reader.follow("room-b")
+        await append_cues(store, "room-b", 0, 1)
 
-    async with asyncio.timeout(2):
-        assert (await anext(second)).version == 1
-    waiting.cancel()
-    await reader.close()
-    await reads.aclose()
+        async with asyncio.timeout(2):
+            assert (await anext(second)).version == 1
+        waiting.cancel()
 
 
 async def test_followers_of_one_room_at_different_versions_each_get_what_they_lack(
@@ -147,16 +159,13 @@ async def test_an_unreadable_entry_ends_only_its_rooms_followers(
 async def test_a_follower_that_falls_too_far_behind_is_ended(
     store: EventStore, redis_server: RedisServer
 ) -> None:
-    reads = redis.Redis.from_url(redis_server.url)
-    reader = StreamReader(store, reads, backlog=5)
-    await append_cues(store, "room-1", 0, 20)
-    slow = reader.follow("room-1")  # 20 events come in one read: 15 more than it may queue
+    async with own_reader(store, redis_server, backlog=5) as reader:
+        await append_cues(store, "room-1", 0, 20)
+        slow = reader.follow("room-1")  # 20 events come in one read: 15 more than it may queue
 
-    with pytest.raises(StoreUnavailable, match="fell 5 events behind"):
-        await versions(slow, 20)
-    assert reader.rooms == 0
-    await reader.close()
-    await reads.aclose()
+        with pytest.raises(StoreUnavailable, match="fell 5 events behind"):
+            await versions(slow, 20)
+        assert reader.rooms == 0
 
 
 async def test_closing_ends_every_follower(store: EventStore, reader: StreamReader) -> None:
@@ -173,20 +182,17 @@ async def test_closing_ends_every_follower(store: EventStore, reader: StreamRead
 async def test_a_follower_that_comes_in_behind_a_read_under_way_misses_nothing(
     store: EventStore, redis_server: RedisServer
 ) -> None:
-    reads = redis.Redis.from_url(redis_server.url)
-    reader = StreamReader(store, reads, block_ms=30_000)
-    await append_cues(store, "room-1", 0, 5)
-    ahead = reader.follow("room-1", after_version=5)
-    waiting = asyncio.create_task(anext(ahead))
-    await asyncio.sleep(0.2)  # the read is blocked from version 5
+    async with own_reader(store, redis_server, block_ms=30_000) as reader:
+        await append_cues(store, "room-1", 0, 5)
+        ahead = reader.follow("room-1", after_version=5)
+        waiting = asyncio.create_task(anext(ahead))
+        await asyncio.sleep(0.2)  # the read is blocked from version 5
 
-    behind = reader.follow("room-1", after_version=2)  # wakes it; and events arrive meanwhile
-    first = asyncio.create_task(anext(behind))
-    await append_cues(store, "room-1", 5, 1)
+        behind = reader.follow("room-1", after_version=2)  # wakes it; and events arrive meanwhile
+        first = asyncio.create_task(anext(behind))
+        await append_cues(store, "room-1", 5, 1)
 
-    async with asyncio.timeout(5):
-        assert (await first).version == 3
-        assert [(await anext(behind)).version for _ in range(3)] == [4, 5, 6]
-        assert (await waiting).version == 6
-    await reader.close()
-    await reads.aclose()
+        async with asyncio.timeout(5):
+            assert (await first).version == 3
+            assert [(await anext(behind)).version for _ in range(3)] == [4, 5, 6]
+            assert (await waiting).version == 6

@@ -87,6 +87,9 @@ class StreamReader:
         try:
             await self._rearm()
             while True:
+                # A cancellation redis-py absorbed on the way here (say, in the caller's read of
+                # the room's state) must still end the follow, not wait on the queue for good.
+                raise_if_cancelling()
                 item = await follower.queue.get()
                 if isinstance(item, Exception):
                     # A new exception per follower: one shared object would gather all their frames.

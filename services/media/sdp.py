@@ -4,7 +4,8 @@
 offer (the client receives) is one the service can answer, and refuses with a ``BadOffer`` whose
 ``reason`` the HTTP layer sends back with a 400. The rewrites work line by line on text that
 has been checked, or on the server's own answer: ``keep_candidates_from`` drops candidates the
-server must never send a connectivity check to, ``announce_address`` swaps the listen address
+server must never send a connectivity check to, ``with_section_directions`` writes the
+direction into each section as aiortc expects, ``announce_address`` swaps the listen address
 for the one a 1:1 NAT shows to clients, ``with_opus_fmtp`` sets the Opus parameters the
 service negotiates. Input may end lines with LF or CRLF; output always uses CRLF.
 """
@@ -126,6 +127,22 @@ def keep_candidates_from(sdp: str, networks: Sequence[IPNetwork]) -> str:
         return any(ip in network for network in networks)
 
     return _text([line for line in _lines(sdp) if allowed(line)])
+
+
+def with_section_directions(sdp: str) -> str:
+    """Give every media section a direction line of its own: the session-level one, or
+    ``sendrecv`` when there is none (RFC 8866 §6.7).
+
+    aiortc reads directions only inside sections, and fails deep in ``createAnswer`` on a
+    section without one.
+    """
+    session, sections = _split(_lines(sdp))
+    out = list(session)
+    for section in sections:
+        out.extend(section)
+        if not any(line[2:] in _DIRECTIONS for line in section if line.startswith("a=")):
+            out.append(f"a={_direction(session, section)}")
+    return _text(out)
 
 
 def announce_address(sdp: str, *, listen: str, announced: str) -> str:

@@ -120,13 +120,17 @@ LINES = st.sampled_from(CHROMIUM) | st.text(max_size=40).map(lambda text: f"a={t
 
 @st.composite
 def offers(draw: st.DrawFn) -> str:
-    """A Chromium offer with some of its lines dropped, repeated, swapped or made up."""
+    """A Chromium offer with some of its lines dropped, repeated, swapped, moved (a section's
+    direction or transport to session level, say) or made up."""
     lines = list(CHROMIUM)
     for _ in range(draw(st.integers(0, 6))):
         where = draw(st.integers(0, len(lines)))
-        match draw(st.sampled_from(["drop", "insert", "replace"])):
+        match draw(st.sampled_from(["drop", "insert", "replace", "move"])):
             case "drop" if lines:
                 del lines[min(where, len(lines) - 1)]
+            case "move" if lines:
+                moved = lines.pop(min(where, len(lines) - 1))
+                lines.insert(draw(st.integers(0, len(lines))), moved)
             case "insert":
                 lines.insert(where, draw(LINES))
             case _ if lines:

@@ -32,6 +32,7 @@ from services.media.sdp import (
     keep_candidates_from,
     only_opus,
     with_opus_fmtp,
+    with_section_directions,
 )
 
 Intent = Literal["publish", "receive"]
@@ -502,9 +503,42 @@ def test_rewrites_on_any_text_return_crlf_text(text: str) -> None:
         keep_candidates_from(text, LOOPBACK),
         announce_address(text, listen="127.0.0.1", announced="203.0.113.7"),
         with_opus_fmtp(text, OPUS_FMTP),
+        with_section_directions(text),
     ]
 
     assert all("\n" not in out.replace("\r\n", "") for out in rewritten)
+
+
+# with_section_directions
+
+
+def directions_aiortc_reads(sdp: str) -> list[str | None]:
+    return [media.direction for media in SessionDescription.parse(sdp).media]
+
+
+def test_with_section_directions_writes_the_session_level_direction_into_each_section() -> None:
+    offer = without(chromium_offer("recvonly", "recvonly"), "a=recvonly")
+    offer = offer.replace("t=0 0\r\n", "t=0 0\r\na=recvonly\r\n")
+    assert directions_aiortc_reads(offer) == [None, None]
+
+    assert directions_aiortc_reads(with_section_directions(offer)) == ["recvonly", "recvonly"]
+
+
+def test_with_section_directions_keeps_a_sections_own_direction_over_the_session_level_one() -> (
+    None
+):
+    offer = chromium_offer("sendonly", "recvonly").replace("t=0 0\r\n", "t=0 0\r\na=inactive\r\n")
+
+    assert directions_aiortc_reads(with_section_directions(offer)) == ["sendonly", "recvonly"]
+
+
+def test_with_section_directions_makes_a_section_without_any_direction_sendrecv() -> None:
+    offer = without(PUBLISH, "a=sendonly")
+
+    rewritten = with_section_directions(offer)
+
+    assert directions_aiortc_reads(rewritten) == ["sendrecv"]
+    assert without(rewritten, "a=sendrecv") == offer
 
 
 # keep_candidates_from

@@ -14,7 +14,7 @@ import contextlib
 import logging
 import time
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Iterator
 from typing import Any, Literal, NamedTuple
 
 import redis.asyncio as redis
@@ -27,7 +27,7 @@ from events.retry import Backoff
 from events.room import LeaveReason, Role
 from events.stream_reader import StreamReader
 from projections.commands import Actor
-from services.errors import BadOffer, SessionReplaced
+from services.errors import BadOffer, SessionReplaced, SetupUnderWay
 from services.media.opus_forwarding import tap_opus
 from services.media.route_log import RouteLog
 from services.media.route_reconciler import RouteReconciler
@@ -40,6 +40,7 @@ from services.media.sdp import (
     keep_candidates_from,
     only_opus,
     with_opus_fmtp,
+    with_section_directions,
 )
 from services.settings import Settings
 
@@ -141,6 +142,7 @@ class MediaPlane:
         self.on_session_lost = on_session_lost
         self._networks = settings.allowed_networks()
         self._expiries: set[asyncio.Task[None]] = set()
+        self._setting_up: set[tuple[str, str, Direction]] = set()
 
     def room(self, room_id: str) -> MediaRoom:
         room = self.rooms.get(room_id)
@@ -160,6 +162,22 @@ class MediaPlane:
         """
         sections = 1 if direction == "publish" else self.receive_slots(role)
         return Offer(sdp, check_offer(sdp, max_audio_sections=sections, direction=direction))
+
+    @contextlib.contextmanager
+    def one_setup(self, room_id: str, subject: str, direction: Direction) -> Iterator[None]:
+        """Set up one session of ``subject``'s in ``direction`` at a time: a second offer while
+        the first is being answered is refused (SetupUnderWay), since each ``publish`` or
+        ``receive`` ends the session it replaces and two at once would both stay."""
+        setup = (room_id, subject, direction)
+        if setup in self._setting_up:
+            raise SetupUnderWay(
+                f"another {direction} offer of yours in this room is still being answered"
+            )
+        self._setting_up.add(setup)
+        try:
+            yield
+        finally:
+            self._setting_up.discard(setup)
 
     async def publish(self, room_id: str, actor: Actor, offer: Offer) -> tuple[Session, str]:
         """A peer connection taking ``actor``'s microphone; returns it and the SDP answer."""
@@ -181,8 +199,9 @@ class MediaPlane:
         await self._set_offer(session, offer.sdp)
         # Slots in their fixed order, one per offered section: the client's first m-line is
         # the first slot. The tracks stay for the whole session; routing only feeds them.
-        for track in list(consumer.tracks.values())[: offer.summary.audio_sections]:
-            session.pc.addTrack(track)
+        async with self._translated(session):  # a newer session of theirs may have closed it
+            for track in list(consumer.tracks.values())[: offer.summary.audio_sections]:
+                session.pc.addTrack(track)
         return session, await self._answer(session)
 
     async def end(self, session: Session) -> None:
@@ -280,7 +299,7 @@ class MediaPlane:
             self.on_session_lost(session)
 
     async def _set_offer(self, session: Session, offer: str) -> None:
-        offer = keep_candidates_from(offer, self._networks)
+        offer = with_section_directions(keep_candidates_from(offer, self._networks))
         async with self._translated(session):
             await session.pc.setRemoteDescription(RTCSessionDescription(sdp=offer, type="offer"))
 

@@ -42,7 +42,7 @@ from services.errors import (
     NotFound,
     UnsupportedMediaType,
 )
-from services.media.plane import Direction, MediaPlane, Session
+from services.media.plane import Direction, MediaPlane, Offer, Session
 from services.media.sdp import MAX_SDP_BYTES
 from services.streams.command_handler import Accepted, CommandHandler
 from services.streams.presence import Presence
@@ -105,21 +105,27 @@ class Signaling:
         actor = claims.actor()
         # A bad offer is refused before the join, so that it leaves no event in the room.
         checked = self.media.check(offer, actor.role, direction)
-        await self.presence.hold(room_id)
-        joined = await self._command(room_id, AttachSession(worker=self.presence.worker_id), actor)
-        start = self.media.publish if direction == "publish" else self.media.receive
-        try:
-            session, answer = await start(room_id, actor, checked)
-        except BadOffer:
-            if joined:  # undo only the join this request made, not one made by a command
-                await self._leave_if_gone(room_id, actor, direction)
-            raise
+        with self.media.one_setup(room_id, actor.subject, direction):
+            session, answer = await self._set_up(room_id, actor, direction, checked)
         if actor.role is Role.SUPERVISOR:  # monitoring ends with the right to monitor
             self.media.end_at(session, claims.exp, LeaveReason.CREDENTIALS_EXPIRED)
             if direction == "publish":  # a whisper asked for before this session: not now
                 await self.commands.handle(room_id, StopWhisper(), actor)
         location = f"/rooms/{room_id}/{PATHS[direction]}/{session.id}"
         return Response(answer, 201, {"Location": location}, "application/sdp")
+
+    async def _set_up(
+        self, room_id: str, actor: Actor, direction: Direction, offer: Offer
+    ) -> tuple[Session, str]:
+        await self.presence.hold(room_id)
+        joined = await self._command(room_id, AttachSession(worker=self.presence.worker_id), actor)
+        start = self.media.publish if direction == "publish" else self.media.receive
+        try:
+            return await start(room_id, actor, offer)
+        except BadOffer:
+            if joined:  # undo only the join this request made, not one made by a command
+                await self._leave_if_gone(room_id, actor, direction)
+            raise
 
     async def stop(self, request: Request) -> Response:
         room_id = room_id_of(request)

@@ -414,6 +414,46 @@ async def test_whip_answers_201_with_location_and_an_sdp_answer_with_the_opus_fm
 
 
 @pytest.mark.parametrize(
+    ("path", "direction", "answered"),
+    [
+        ("whip", "sendonly", "a=recvonly"),
+        ("whep", "recvonly", "a=sendonly"),
+    ],
+)
+async def test_an_offer_whose_direction_is_at_session_level_is_answered(
+    service: Service, peers: list[RTCPeerConnection], path: str, direction: str, answered: str
+) -> None:
+    # RFC 8866 lets the direction stand at session level; aiortc reads it only in sections, and
+    # the request used to hang while its failed session was ended.
+    offer = (await offer_from(peers, "audio", direction=direction)).replace(
+        f"a={direction}\r\n", ""
+    )
+    offer = offer.replace("t=0 0\r\n", f"t=0 0\r\na={direction}\r\n")
+
+    response = await post_offer(service, path, offer, token(Role.AGENT))
+
+    assert response.status_code == 201, response.text
+    assert answered in response.text.splitlines()
+
+
+async def test_concurrent_posts_by_one_participant_each_answer_201_or_409(
+    service: Service, peers: list[RTCPeerConnection]
+) -> None:
+    offers = [await offer_from(peers, "audio", direction="recvonly") for _ in range(10)]
+    bearer = token(Role.AGENT)
+
+    responses = await asyncio.gather(
+        *(post_offer(service, "whep", offer, bearer) for offer in offers)
+    )
+
+    statuses = [response.status_code for response in responses]
+    assert set(statuses) <= {201, 409}, [r.text for r in responses]
+    assert 201 in statuses
+    assert {r.json()["error"] for r in responses if r.status_code == 409} <= {"conflict"}
+    assert len(service.media.rooms[ROOM].sessions) == 1
+
+
+@pytest.mark.parametrize(
     ("role", "slots"),
     [(Role.CUSTOMER, 1), (Role.AGENT, 1 + COACH_SLOTS), (Role.SUPERVISOR, 2)],
 )

@@ -75,6 +75,9 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     """HTTP connections at once (fewer if the descriptor limit needs it; services/web/server.py)."""
     head_timeout_s: float = 10.0
     """A connection that has not sent its request head by then is closed; a body, likewise."""
+    connections_per_s: float = 100
+    """New HTTP connections (WebSockets included) one client address may open a second, bursts
+    of twice as many; 0 for none, behind a proxy (all its connections come from its address)."""
     feed_retention_s: float = 24 * 3600
     """How long the partition feeds keep entries every group has handled (room streams: always)."""
     ice_addresses: tuple[str, ...] = ("127.0.0.1",)
@@ -96,6 +99,8 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
             raise SettingsError("EARPIECE_COMMANDS_PER_S", "command rates must be above 0")
         if self.max_connections < 1:
             raise SettingsError("EARPIECE_MAX_CONNECTIONS", "serve at least one connection")
+        if self.connections_per_s < 0:
+            raise SettingsError("EARPIECE_CONNECTIONS_PER_S", "0 (no limit) or a rate above 0")
         if self.head_timeout_s <= 0:
             raise SettingsError("EARPIECE_HEAD_TIMEOUT_S", f"{self.head_timeout_s} is not above 0")
         if self.redis_wait_s <= 0:
@@ -187,6 +192,7 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
             "EARPIECE_ROOM_COMMANDS_PER_S": "room_commands_per_s",
             "EARPIECE_MAX_CONNECTIONS": "max_connections",
             "EARPIECE_HEAD_TIMEOUT_S": "head_timeout_s",
+            "EARPIECE_CONNECTIONS_PER_S": "connections_per_s",
             "EARPIECE_FEED_RETENTION_S": "feed_retention_s",
             "EARPIECE_ICE_ADDRESSES": "ice_addresses",
             "EARPIECE_ICE_ANNOUNCED_ADDRESS": "ice_announced_address",

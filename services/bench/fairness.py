@@ -9,7 +9,9 @@ answer. Side by side in one run:
 * HTTP flood on A: a child process runs 32 HTTP clients, 32 participants of room A, each
   posting commands as fast as they are answered (refused ones included);
 * socket flood on A: a child process opens 20 live sockets on room A, 20 participants, and
-  sends commands on each as fast as it can write.
+  sends commands on each as fast as it can write;
+* openings flood on A: a child process opens live sockets on room A for 20 participants, each
+  closed as soon as it is open and authenticated (or refused), as fast as it can.
 
 The goal is B's p99 under each flood within 2x of its p99 alone. The flooders are child
 processes so that their own work is not counted in B's latencies, as it would not be in
@@ -37,8 +39,10 @@ from services.bench.media_servers import ServerProcess
 from services.bench.workload import percentile
 from services.redis_server import RedisServer
 
-FLOODS = {"http": 32, "sockets": 20}
+FLOODS = {"http": 32, "sockets": 20, "openings": 20}
 """Participants of room A flooding it, per kind of flood."""
+ROOM_B_ADDRESS = "127.0.0.2"
+"""Room B's client address; the flooders' is 127.0.0.1."""
 
 
 def token_for(secret: str, room_id: str, subject: str, role: Role = Role.SUPERVISOR) -> str:
@@ -77,7 +81,9 @@ async def room_b_latencies(url: str, secret: str, commands: int, per_s: float) -
     coaches = [f"coach-{n}" for n in range(3)]
     headers = {c: {"authorization": f"Bearer {token_for(secret, 'room-b', c)}"} for c in coaches}
     latencies: list[float] = []
-    async with httpx.AsyncClient(base_url=url, timeout=30) as http:
+    # Room B's people are somewhere else than room A's flooders: another client address.
+    elsewhere = httpx.AsyncHTTPTransport(local_address=ROOM_B_ADDRESS)
+    async with httpx.AsyncClient(base_url=url, timeout=30, transport=elsewhere) as http:
         started = time.perf_counter()
         for n in range(commands):
             await asyncio.sleep(max(0.0, started + n / per_s - time.perf_counter()))
@@ -136,6 +142,28 @@ async def flood_sockets(url: str, secret: str, until: float) -> Counter[str]:
     return counted
 
 
+async def flood_openings(url: str, secret: str, until: float) -> Counter[str]:
+    """Each participant opens a socket, authenticates and closes it, again and again."""
+    counted: Counter[str] = Counter()
+    live = url.replace("http", "ws", 1) + "/rooms/room-a/live"
+
+    async def participant(n: int) -> None:
+        auth = json.dumps({"type": "auth", "token": token_for(secret, "room-a", f"flooder-{n}")})
+        while time.perf_counter() < until:
+            try:
+                async with websockets.connect(live) as socket:
+                    await socket.send(auth)
+                    await socket.recv()  # its first view, or its refusal
+                    counted["opened"] += 1
+            except websockets.ConnectionClosed as closed:
+                counted[f"closed {closed.rcvd.code if closed.rcvd else 'without a code'}"] += 1
+            except (OSError, websockets.InvalidHandshake):
+                counted["connect failed"] += 1
+
+    await asyncio.gather(*(participant(n) for n in range(FLOODS["openings"])))
+    return counted
+
+
 async def _drain(socket: websockets.ClientConnection) -> None:
     async for _ in socket:
         pass
@@ -143,7 +171,7 @@ async def _drain(socket: websockets.ClientConnection) -> None:
 
 def flood_main(kind: str, url: str, secret: str, seconds: float) -> int:
     until = time.perf_counter() + seconds
-    flood = flood_http if kind == "http" else flood_sockets
+    flood = {"http": flood_http, "sockets": flood_sockets, "openings": flood_openings}[kind]
     counted = asyncio.run(flood(url, secret, until))
     print(json.dumps(dict(counted)))
     return 0

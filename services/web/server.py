@@ -5,13 +5,15 @@ Both ``earpiece serve`` and the benchmarks' server processes run the app this wa
 uvicorn bounds a request head (h11's 16 KiB), idle keep-alive connections (5 s) and WebSocket
 messages (``ws_max_size``), but it waits for a new connection's first request forever, and its
 ``limit_concurrency`` answers 503 to everyone once reached, ``/healthz`` included. So connections
-are admitted here instead (``ConnectionGuard``): each must send its request head within
-``head_timeout_s``; one client address may keep ``WAITING_PER_ADDRESS`` connections waiting for
-theirs (a newer one pushes out its oldest); and at ``max_connections`` a new connection pushes
-out the oldest one still waiting for its head. An attacker holding connections open only ever
-holds ones that have sent nothing, which are the first to go; requests under way and open
-sockets are never touched. The maximum stays below the process's descriptor limit, so
-``accept()`` never runs out.
+are admitted here instead (``ConnectionGuard``): one client address may open
+``connections_per_s`` a second (beyond, a connection is closed as soon as it is accepted,
+before a byte of it is parsed: a reconnect flood costs an accept, not a handshake and a token
+check); each must send its request head within ``head_timeout_s``; one client address may keep
+``WAITING_PER_ADDRESS`` connections waiting for theirs (a newer one pushes out its oldest); and
+at ``max_connections`` a new connection pushes out the oldest one still waiting for its head.
+An attacker holding connections open only ever holds ones that have sent nothing, which are
+the first to go; requests under way and open sockets are never touched. The maximum stays
+below the process's descriptor limit, so ``accept()`` never runs out.
 """
 
 from __future__ import annotations
@@ -33,6 +35,7 @@ from starlette.applications import Starlette
 from uvicorn.protocols.http.h11_impl import H11Protocol
 
 from services.settings import Settings
+from services.web.rate_limits import TokenBucket
 
 log = logging.getLogger(__name__)
 
@@ -46,24 +49,37 @@ RECEIVE_BUFFER_BYTES = 32 * 1024
 WAITING_PER_ADDRESS = 64
 """Connections of one client address that may wait for their request head at once: a browser
 opens a few; many people behind one NAT send their heads within milliseconds."""
+ADDRESSES_RATED = 100_000
+"""Client addresses whose opening rate is remembered, least recently seen dropped first (a
+full bucket is the same as none)."""
 
 
 class ConnectionGuard:
     """The worker's not-yet-heard HTTP connections, oldest first, and what was done to them."""
 
     def __init__(
-        self, *, max_connections: int, head_timeout_s: float, report_every_s: float = 10.0
+        self,
+        *,
+        max_connections: int,
+        head_timeout_s: float,
+        connections_per_s: float = 0,
+        report_every_s: float = 10.0,
     ) -> None:
         self.max_connections = max_connections
         self.head_timeout_s = head_timeout_s
+        self.connections_per_s = connections_per_s
         self.report_every_s = report_every_s
+        self._openings: OrderedDict[str, TokenBucket] = OrderedDict()
         self._waiting: OrderedDict[GuardedH11Protocol, asyncio.TimerHandle] = OrderedDict()
         self._waiting_from: dict[str, OrderedDict[GuardedH11Protocol, None]] = {}
         """The same connections by client address."""
-        self._closed = {"timed out": 0, "pushed out": 0, "refused": 0}
+        self._closed = {"over rate": 0, "timed out": 0, "pushed out": 0, "refused": 0}
         self._reported = time.monotonic()
 
     def admit(self, connection: GuardedH11Protocol) -> None:
+        if self.connections_per_s and self._over_rate(connection.address):
+            self._close(connection, "over rate")
+            return
         same_address = self._waiting_from.setdefault(connection.address, OrderedDict())
         if len(same_address) >= WAITING_PER_ADDRESS:
             self._close(next(iter(same_address)), "pushed out")
@@ -78,6 +94,20 @@ class ConnectionGuard:
         )
         self._waiting[connection] = deadline
         same_address[connection] = None
+
+    def _over_rate(self, address: str) -> bool:
+        bucket = self._openings.get(address)
+        if bucket is None:
+            rate = self.connections_per_s
+            bucket = self._openings[address] = TokenBucket(rate, 2 * rate)
+            if len(self._openings) > ADDRESSES_RATED:
+                self._openings.popitem(last=False)
+        else:
+            self._openings.move_to_end(address)
+        if bucket.wait_s() > 0:
+            return True
+        bucket.take()
+        return False
 
     def heard(self, connection: GuardedH11Protocol) -> None:
         """Its request head is in: it is no longer the guard's to close."""
@@ -98,10 +128,12 @@ class ConnectionGuard:
         now = time.monotonic()
         if now - self._reported >= self.report_every_s:
             log.warning(
-                "closed HTTP connections over the last %.0f s: %d that sent no request head "
-                "within %g s, %d pushed out by newer ones (at %d waiting from one address, or "
-                "%d connections in all), %d refused (all %d busy)",
-                *(now - self._reported, self._closed["timed out"], self.head_timeout_s),
+                "closed HTTP connections over the last %.0f s: %d opened over %g a second from "
+                "one address, %d that sent no request head within %g s, %d pushed out by newer "
+                "ones (at %d waiting from one address, or %d connections in all), %d refused "
+                "(all %d busy)",
+                *(now - self._reported, self._closed["over rate"], self.connections_per_s),
+                *(self._closed["timed out"], self.head_timeout_s),
                 *(self._closed["pushed out"], WAITING_PER_ADDRESS, self.max_connections),
                 *(self._closed["refused"], self.max_connections),
             )
@@ -154,6 +186,7 @@ def server_config(settings: Settings, app: Starlette, **options: Any) -> uvicorn
     guard = ConnectionGuard(
         max_connections=max_connections(settings.max_connections),
         head_timeout_s=settings.head_timeout_s,
+        connections_per_s=settings.connections_per_s,
     )
     return uvicorn.Config(
         app,

@@ -102,3 +102,28 @@ async def test_at_the_maximum_a_new_connection_pushes_out_the_oldest_waiting_one
     assert await closed_within(oldest_reader, 0.4) < 0.4
     for _, writer in held:
         writer.close()
+
+
+async def test_an_address_opening_connections_beyond_its_rate_has_them_closed_at_once(
+    redis_server: RedisServer, redis_client: redis.Redis
+) -> None:
+    # 10 a second, bursts of 20: of 30 opened at once, the last 10 are closed as accepted.
+    async with running_service(
+        redis_server.url, redis_client, head_timeout_s=5, connections_per_s=10
+    ) as service:
+        port = port_of(service)
+        held = [await silent_connection(port, source="127.0.0.3") for _ in range(30)]
+        closed = []
+        for reader, _ in held:
+            try:
+                await closed_within(reader, 0.1)
+                closed.append(True)
+            except TimeoutError:
+                closed.append(False)
+
+        assert not any(closed[:20])
+        assert sum(closed[20:]) >= 9  # one may have been refilled while they were opened
+        answer = await service.http.get("/healthz")  # from another address: not held back
+        assert answer.status_code == 200
+        for _, writer in held:
+            writer.close()

@@ -8,6 +8,7 @@ from collections.abc import AsyncIterator
 
 import pytest
 import redis.asyncio as redis
+import websockets
 
 from events.room import Role
 from services.redis_server import RedisServer
@@ -127,3 +128,11 @@ async def test_an_address_opening_connections_beyond_its_rate_has_them_closed_at
         assert answer.status_code == 200
         for _, writer in held:
             writer.close()
+
+
+async def test_sockets_are_not_compressed(guarded: RunningService) -> None:
+    # A compressed flood of one repeated command packs ~10,000 frames into a socket's buffers.
+    live = f"ws://127.0.0.1:{port_of(guarded)}/rooms/room-1/live"
+    async with websockets.connect(live) as socket:  # it offers permessage-deflate
+        assert socket.response is not None
+        assert "sec-websocket-extensions" not in socket.response.headers

@@ -179,7 +179,7 @@ def parser() -> argparse.ArgumentParser:
     audit_bench.add_argument("--seconds", type=float, default=5.0, help="of commands")
     audit_bench.add_argument("--events", type=int, default=1000, help="backlog per room")
     fairness_bench = bench_commands.add_parser("fairness", help="room B while room A is flooded")
-    fairness_bench.add_argument("--commands", type=int, default=300, help="room B's, per phase")
+    fairness_bench.add_argument("--commands", type=int, default=600, help="room B's, per condition")
     fairness_bench.add_argument("--per-s", type=float, default=20.0, help="room B's pace")
     rooms_bench = bench_commands.add_parser("rooms", help="one worker as its open rooms grow")
     rooms_bench.add_argument(

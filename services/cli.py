@@ -77,13 +77,13 @@ async def redis_for(settings: Settings, worker: str = "cli") -> AsyncIterator[re
 
 async def serve(settings: Settings) -> None:
     from services.web.app import create_app  # the app is needed only here
-    from services.web.server import ShutdownOnSignal, server_config
+    from services.web.server import WorkerServer, server_config
 
     gather_on(settings.ice_addresses)
     worker = new_worker_id()
     async with redis_for(settings, worker) as client:
         config = server_config(settings, create_app(settings, client, worker))
-        await ShutdownOnSignal(config).serve()
+        await WorkerServer(config).serve()
 
 
 def store_for(settings: Settings, client: redis.Redis) -> EventStore:

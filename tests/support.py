@@ -11,7 +11,6 @@ from typing import NamedTuple
 import httpx
 import jwt
 import redis.asyncio as redis
-import uvicorn
 from starlette.applications import Starlette
 
 from events.room import Role
@@ -19,7 +18,7 @@ from services.auth import mint_token
 from services.redis_server import free_loopback_port
 from services.settings import Settings
 from services.web.app import create_app
-from services.web.server import server_config
+from services.web.server import WorkerServer, server_config
 
 SECRET = "test-secret-of-at-least-32-bytes!"
 
@@ -68,7 +67,7 @@ async def running_service(
     port = free_loopback_port()
     config = Settings(redis_url=redis_url, jwt_secret=SECRET, port=port, **settings)  # type: ignore[arg-type]
     app = create_app(config, client)
-    server = uvicorn.Server(server_config(config, app, log_level="warning"))
+    server = WorkerServer(server_config(config, app, log_level="warning"))
     serving = asyncio.create_task(server.serve())
     async with asyncio.timeout(10):
         while not server.started:

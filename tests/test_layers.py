@@ -133,8 +133,8 @@ def test_the_check_sees_an_import_from_above_even_inside_a_function() -> None:
 
 
 def test_the_check_sees_a_circle_between_cli_and_bench() -> None:
-    probe = "from services.cli import ShutdownOnSignal\n"
+    probe = "from services.cli import WorkerServer\n"
 
     assert wrong_imports(probe, "services.bench.probe", "probe.py") == [
-        "probe.py:1: services.bench imports services.cli.ShutdownOnSignal (services.cli)"
+        "probe.py:1: services.bench imports services.cli.WorkerServer (services.cli)"
     ]

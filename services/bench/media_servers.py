@@ -207,7 +207,7 @@ def create_relay_app() -> Any:
 async def serve(kind: ServerKind, port: int, redis_url: str) -> None:
     import uvicorn
 
-    from services.web.server import ShutdownOnSignal
+    from services.web.server import WorkerServer
 
     gather_on(["127.0.0.1"])
     client: redis.Redis | None = None
@@ -235,7 +235,7 @@ async def serve(kind: ServerKind, port: int, redis_url: str) -> None:
             create_relay_app(), host="127.0.0.1", port=port, log_level="warning"
         )
     try:
-        await ShutdownOnSignal(config).serve()
+        await WorkerServer(config).serve()
     finally:
         if client is not None:
             await client.aclose()

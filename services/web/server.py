@@ -44,6 +44,8 @@ DESCRIPTORS_KEPT = 0.25
 connections accepted in one go before the guard sees them (``BACKLOG``)."""
 BACKLOG = 32
 """asyncio accepts up to this many connections per wake-up (uvicorn's default: 2048)."""
+ACCEPT_QUEUE = 1024
+"""Connections the kernel queues until they are accepted (capped by net.core.somaxconn)."""
 RECEIVE_BUFFER_BYTES = 32 * 1024
 """The kernel's receive buffer of each HTTP connection (Linux doubles it), not autotuned."""
 WAITING_PER_ADDRESS = 64
@@ -202,12 +204,24 @@ def server_config(settings: Settings, app: Starlette, **options: Any) -> uvicorn
     )
 
 
-class ShutdownOnSignal(uvicorn.Server):
-    """uvicorn, minus its habit of re-raising SIGTERM/SIGINT once it has shut down.
+class WorkerServer(uvicorn.Server):
+    """uvicorn with a deeper accept queue, minus its habit of re-raising SIGTERM/SIGINT once it
+    has shut down.
 
-    That re-raise kills the process before ``redis_for`` can stop the local redis-server;
-    here a signal only asks the server to exit, and the cleanup after it runs.
+    asyncio listens with the backlog it accepts per wake-up (``BACKLOG``), so a burst of
+    connections (refused ones reconnecting in step, say) overflows the kernel's queue and a
+    probe's SYN is dropped, retried a second later; the queue is deepened to ``ACCEPT_QUEUE``
+    once the server listens. The signal re-raise kills the process before ``redis_for`` can stop
+    the local redis-server; here a signal only asks the server to exit, and the cleanup after it
+    runs.
     """
+
+    async def startup(self, sockets: list[socket.socket] | None = None) -> None:
+        await super().startup(sockets)
+        for server in self.servers:
+            for listening in server.sockets:  # asyncio's wrappers hide listen(): use a dup
+                with socket.fromfd(listening.fileno(), listening.family, listening.type) as dup:
+                    dup.listen(ACCEPT_QUEUE)
 
     @contextlib.contextmanager
     def capture_signals(self) -> Iterator[None]:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import subprocess
 import time
 from collections.abc import AsyncIterator
 
@@ -12,7 +13,7 @@ import websockets
 
 from events.room import Role
 from services.redis_server import RedisServer
-from services.web.server import WAITING_PER_ADDRESS
+from services.web.server import ACCEPT_QUEUE, WAITING_PER_ADDRESS
 from tests.support import RunningService, running_service, token
 
 pytestmark = pytest.mark.newest_redis
@@ -136,3 +137,14 @@ async def test_sockets_are_not_compressed(guarded: RunningService) -> None:
     async with websockets.connect(live) as socket:  # it offers permessage-deflate
         assert socket.response is not None
         assert "sec-websocket-extensions" not in socket.response.headers
+
+
+def test_the_kernel_queues_more_connections_than_asyncio_accepts_at_once(
+    guarded: RunningService,
+) -> None:
+    # A burst beyond the queue drops SYNs: a client then waits a second for its retransmit.
+    listening = subprocess.run(
+        ["ss", "-Hltn", f"sport = :{port_of(guarded)}"], capture_output=True, text=True, check=True
+    ).stdout.split()
+
+    assert listening[2] == str(ACCEPT_QUEUE)  # a listening socket's Send-Q is its backlog

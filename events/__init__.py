@@ -3,6 +3,7 @@
 from events.envelope import SCHEMA_VERSION, Envelope, EnvelopeCodec, Upcaster
 from events.errors import (
     EarpieceError,
+    Fenced,
     IdempotencyKeyReused,
     InconsistentEntry,
     InvalidRoomId,
@@ -36,6 +37,7 @@ from events.room import (
     WhisperStopped,
     event_type,
 )
+from events.room_leases import Lease, RoomLeases
 from events.schema import envelope_json_schema
 from events.store import AppendResult, EventStore, Snapshot
 from events.stream_reader import StreamReader
@@ -54,10 +56,12 @@ __all__ = [
     "EnvelopeCodec",
     "EventStore",
     "FeedConsumer",
+    "Fenced",
     "IdempotencyKeyReused",
     "InconsistentEntry",
     "InvalidRoomId",
     "KeySpace",
+    "Lease",
     "LeaveReason",
     "MalformedEvent",
     "MonitorStarted",
@@ -68,6 +72,7 @@ __all__ = [
     "Role",
     "RoomClosed",
     "RoomEvent",
+    "RoomLeases",
     "Snapshot",
     "StoreError",
     "StoreUnavailable",

@@ -45,6 +45,9 @@ class Envelope(msgspec.Struct, frozen=True, kw_only=True):
     event: RoomEvent
     causation_id: Annotated[str | None, _doc("Id of the command that caused it.")] = None
     correlation_id: Annotated[str | None, _doc("Id shared by a conversation of events.")] = None
+    epoch: Annotated[
+        int | None, _doc("The room lease epoch of the worker that wrote it about its sessions.")
+    ] = None
     schema_version: Annotated[int, _doc("Shape of this envelope; older are upcast.")] = (
         SCHEMA_VERSION
     )

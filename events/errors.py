@@ -7,7 +7,8 @@
     └── StoreError
         ├── StoreUnavailable      Redis could not be reached or answered wrongly
         ├── WrongExpectedVersion  optimistic concurrency: someone appended first
-        └── IdempotencyKeyReused  the same key sent with different events
+        ├── IdempotencyKeyReused  the same key sent with different events
+        └── Fenced                a worker's write about a room another worker owns since
 
 Each carries what a caller needs to answer or retry, and the Redis error it came from as
 ``__cause__``.
@@ -64,3 +65,17 @@ class IdempotencyKeyReused(StoreError):
         )
         self.room_id = room_id
         self.key = key
+
+
+class Fenced(StoreError):
+    """An append carrying a room lease's epoch older than the room's: the worker that sent it
+    lost the room (paused past its lease, cut off) and another has owned it since."""
+
+    def __init__(self, room_id: str, epoch: int, current: int) -> None:
+        super().__init__(
+            f"room {room_id!r}: epoch {epoch} is older than the room's epoch {current}; "
+            "another worker owns it now"
+        )
+        self.room_id = room_id
+        self.epoch = epoch
+        self.current = current

@@ -10,6 +10,8 @@ can write the room's stream, its idempotency record and the feed together::
     earpiece:{p3}:room:<room>:audit      the room's hash-chained audit records
     earpiece:{p3}:room:<room>:routes     every audio route the media plane applied or removed
     earpiece:{p3}:room:<room>:lobby-version  the version the room's lobby entry is from
+    earpiece:{p3}:room:<room>:owner      "<epoch> <worker>": the room's lease, while renewed
+    earpiece:{p3}:room:<room>:epoch      the room's lease epoch: one more at each new owner
     earpiece:{p3}:feed                   every event of the partition's rooms, in commit order
     earpiece:{p3}:quarantine             feed entries that could not be read
     earpiece:{p3}:lobby                  the partition's live rooms, for supervisors' lobbies
@@ -77,6 +79,14 @@ class KeySpace:
     def lobby_version(self, room_id: str) -> str:
         """The room version its lobby entry was last computed from."""
         return f"{self.room(room_id)}:lobby-version"
+
+    def room_owner(self, room_id: str) -> str:
+        """The room's lease: which worker hosts it, under which epoch (events/room_leases.py)."""
+        return f"{self.room(room_id)}:owner"
+
+    def room_epoch(self, room_id: str) -> str:
+        """The room's lease epoch, which appends carrying an older one are refused under."""
+        return f"{self.room(room_id)}:epoch"
 
     def feed(self, partition: int) -> str:
         return f"{self._tag(partition)}:feed"

@@ -25,6 +25,7 @@ from redis.exceptions import RedisError
 
 from events.envelope import Envelope, EnvelopeCodec, new_event_id, utc_now
 from events.errors import (
+    Fenced,
     IdempotencyKeyReused,
     MalformedEvent,
     StoreUnavailable,
@@ -33,12 +34,16 @@ from events.errors import (
 from events.keys import KeySpace, check_room_id
 from events.room import RoomEvent
 
-# KEYS: room stream, partition feed[, idempotency record]
-# ARGV: expected version, room id, fingerprint, idempotency ttl (s), envelope JSON...
+# KEYS: room stream, partition feed, room lease epoch[, idempotency record]
+# ARGV: expected version, room id, fingerprint, idempotency ttl (s), epoch or "", envelope JSON...
 _APPEND = """
 local expected = tonumber(ARGV[1])
-if #KEYS == 3 then
-  local seen = redis.call('GET', KEYS[3])
+if ARGV[5] ~= '' then
+  local current = tonumber(redis.call('GET', KEYS[3]) or '0')
+  if tonumber(ARGV[5]) < current then return {'fenced', current} end
+end
+if #KEYS == 4 then
+  local seen = redis.call('GET', KEYS[4])
   if seen then
     local fingerprint, first, last = string.match(seen, '^(%x+):(%d+):(%d+)$')
     if fingerprint ~= ARGV[3] then return {'reused'} end
@@ -49,14 +54,14 @@ local newest = redis.call('XREVRANGE', KEYS[1], '+', '-', 'COUNT', 1)
 local actual = 0
 if #newest > 0 then actual = tonumber(string.match(newest[1][1], '^(%d+)')) end
 if actual ~= expected then return {'conflict', actual} end
-local count = #ARGV - 4
+local count = #ARGV - 5
 for i = 1, count do
   local version = expected + i
-  redis.call('XADD', KEYS[1], version .. '-0', 'e', ARGV[4 + i])
-  redis.call('XADD', KEYS[2], '*', 'room', ARGV[2], 'version', version, 'e', ARGV[4 + i])
+  redis.call('XADD', KEYS[1], version .. '-0', 'e', ARGV[5 + i])
+  redis.call('XADD', KEYS[2], '*', 'room', ARGV[2], 'version', version, 'e', ARGV[5 + i])
 end
-if #KEYS == 3 then
-  redis.call('SET', KEYS[3], ARGV[3] .. ':' .. (expected + 1) .. ':' .. (expected + count),
+if #KEYS == 4 then
+  redis.call('SET', KEYS[4], ARGV[3] .. ':' .. (expected + 1) .. ':' .. (expected + count),
              'EX', tonumber(ARGV[4]))
 end
 return {'ok', expected + 1, expected + count}
@@ -109,12 +114,15 @@ class EventStore:
         idempotency_key: str | None = None,
         causation_id: str | None = None,
         correlation_id: str | None = None,
+        epoch: int | None = None,
     ) -> AppendResult:
         """Store ``events`` as versions ``expected_version + 1 …`` of the room, or none of them.
 
         Raises WrongExpectedVersion when the room has moved on, IdempotencyKeyReused when the key
         was already used for different events. A retry with the same key and events returns the
-        first append's result with ``duplicate=True`` and writes nothing.
+        first append's result with ``duplicate=True`` and writes nothing. ``epoch``: the room
+        lease a worker writes about its sessions under; Fenced if the room's epoch is newer
+        (another worker owns the room since), checked before anything else.
         """
         check_room_id(room_id)
         if not events:
@@ -133,11 +141,16 @@ class EventStore:
                     event=event,
                     causation_id=causation_id,
                     correlation_id=correlation_id,
+                    epoch=epoch,
                 )
             )
             for offset, event in enumerate(events, start=1)
         ]
-        keys = [self.keys.room(room_id), self.keys.feed(self.keys.partition_of(room_id))]
+        keys = [
+            self.keys.room(room_id),
+            self.keys.feed(self.keys.partition_of(room_id)),
+            self.keys.room_epoch(room_id),
+        ]
         fingerprint = ""
         if idempotency_key is not None:
             keys.append(self.keys.idempotency(room_id, idempotency_key))
@@ -147,6 +160,7 @@ class EventStore:
             room_id,
             fingerprint,
             self._idempotency_ttl_s,
+            "" if epoch is None else epoch,
             *envelopes,
         ]
         try:
@@ -160,6 +174,8 @@ class EventStore:
             return AppendResult(int(reply[1]), int(reply[2]), duplicate=True)
         if outcome == "conflict":
             raise WrongExpectedVersion(room_id, expected_version, int(reply[1]))
+        if outcome == "fenced" and epoch is not None:
+            raise Fenced(room_id, epoch, int(reply[1]))
         if outcome == "reused" and idempotency_key is not None:
             raise IdempotencyKeyReused(room_id, idempotency_key)
         raise StoreUnavailable(f"append to room {room_id!r}: unexpected reply {reply!r}")

@@ -7,7 +7,8 @@
     ├── StoreError
     │   ├── StoreUnavailable                                     503 unavailable             1011
     │   ├── WrongExpectedVersion        retried by the command handler, never answered
-    │   └── IdempotencyKeyReused                                 422 idempotency_key_reused
+    │   ├── IdempotencyKeyReused                                 422 idempotency_key_reused
+    │   └── Fenced                  a worker that lost the room  503 unavailable             1011
     └── ServiceError                     this module
         ├── RequestError                 the request cannot be served as it was sent
         │   ├── InvalidJson                                      400 invalid_json
@@ -32,6 +33,7 @@
         ├── Contention                   too many racing writers 409 conflict
         ├── SessionReplaced              in setup, by a newer one 409 conflict
         ├── SetupUnderWay                another offer of theirs  409 conflict
+        ├── RoomElsewhere                hosted elsewhere         503 unavailable             1011
         ├── RouterError                  the media plane's; logged and recorded, never answered
         │   ├── ForbiddenRoute           whisper separation: a supervisor to a customer
         │   ├── NoFreeSlot
@@ -52,11 +54,13 @@ from typing import NamedTuple
 
 from events.errors import (
     EarpieceError,
+    Fenced,
     IdempotencyKeyReused,
     InvalidRoomId,
     MalformedEvent,
     StoreUnavailable,
 )
+from events.room_leases import Lease
 
 
 class ServiceError(EarpieceError):
@@ -179,6 +183,16 @@ class SetupUnderWay(ServiceError):
     answered: answering both at once would leave two sessions where one replaces the other."""
 
 
+class RoomElsewhere(ServiceError):
+    """The room's lease is another worker's: its media (WHIP/WHEP) is set up there."""
+
+    def __init__(self, lease: Lease) -> None:
+        super().__init__(
+            f"room {lease.room_id!r} is hosted by worker {lease.worker} (epoch {lease.epoch})"
+        )
+        self.lease = lease
+
+
 class RouterError(ServiceError):
     pass
 
@@ -247,6 +261,8 @@ _ANSWERS: dict[type[BaseException], Answer] = {
     Contention: Answer(409, "conflict"),
     SessionReplaced: Answer(409, "conflict"),
     SetupUnderWay: Answer(409, "conflict"),
+    RoomElsewhere: UNAVAILABLE,
+    Fenced: UNAVAILABLE,
 }
 
 

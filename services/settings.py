@@ -88,6 +88,10 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     """Remote candidates outside these are dropped before any connectivity check is sent."""
     connect_timeout_s: float = 15.0
     """A WebRTC session not connected this long after its answer is ended (and its seat freed)."""
+    lease_s: float = 3.0
+    """A room's lease lapses this long after its worker last renewed it (events/room_leases.py)."""
+    lease_renew_s: float = 1.0
+    """How often a worker renews the leases of the rooms it hosts."""
     coach_slots: int = 4
     """How many coaches the agent can hear at once: its receive slots besides the customer's."""
 
@@ -101,6 +105,8 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
             raise SettingsError("EARPIECE_MAX_CONNECTIONS", "serve at least one connection")
         if self.connections_per_s < 0:
             raise SettingsError("EARPIECE_CONNECTIONS_PER_S", "0 (no limit) or a rate above 0")
+        if not 0 < self.lease_renew_s < self.lease_s:
+            raise SettingsError("EARPIECE_LEASE_RENEW_S", "renew more often than leases lapse")
         if self.head_timeout_s <= 0:
             raise SettingsError("EARPIECE_HEAD_TIMEOUT_S", f"{self.head_timeout_s} is not above 0")
         if self.redis_wait_s <= 0:
@@ -198,6 +204,8 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
             "EARPIECE_ICE_ANNOUNCED_ADDRESS": "ice_announced_address",
             "EARPIECE_ICE_ALLOWED_NETWORKS": "ice_allowed_networks",
             "EARPIECE_COACH_SLOTS": "coach_slots",
+            "EARPIECE_LEASE_S": "lease_s",
+            "EARPIECE_LEASE_RENEW_S": "lease_renew_s",
             "EARPIECE_CONNECT_TIMEOUT_S": "connect_timeout_s",
         }
         lists = {"jwt_algorithms", "ice_addresses", "ice_allowed_networks"}

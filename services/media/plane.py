@@ -5,6 +5,13 @@ a Producer of the room's Router) and *receive* (their ears, a Consumer with fixe
 room lives in one worker, with its Router and the RouteReconciler that keeps the Router's
 connections equal to what the room's events say. This module only sets connections up and
 tears them down; who hears whom is never decided here.
+
+A worker hosts a room only under the room's lease (events/room_leases.py), renewed every
+``lease_renew_s``; what it writes about its sessions carries the lease's epoch. A room whose
+lease another worker took (this one was paused or cut off past it) is dropped at once: its
+sessions end without a word from here (the new owner and the sweep write what follows), and
+their clients reconnect to the new owner. A room whose last session ends is not released: its
+lease lapses by itself, so that a session coming back within ``lease_s`` keeps its epoch.
 """
 
 from __future__ import annotations
@@ -25,9 +32,10 @@ from aiortc.mediastreams import MediaStreamTrack
 from events.errors import StoreUnavailable
 from events.retry import Backoff
 from events.room import LeaveReason, Role
+from events.room_leases import Lease, RoomLeases
 from events.stream_reader import StreamReader
 from projections.commands import Actor
-from services.errors import BadOffer, SessionReplaced, SetupUnderWay
+from services.errors import BadOffer, RoomElsewhere, SessionReplaced, SetupUnderWay
 from services.media.opus_forwarding import tap_opus
 from services.media.route_log import RouteLog
 from services.media.route_reconciler import RouteReconciler
@@ -59,10 +67,12 @@ class Offer(NamedTuple):
 
 class Session:
     def __init__(
-        self, room_id: str, actor: Actor, direction: Direction, pc: RTCPeerConnection
+        self, room: MediaRoom, actor: Actor, direction: Direction, pc: RTCPeerConnection
     ) -> None:
         self.id = uuid.uuid4().hex
-        self.room_id = room_id
+        self.room_id = room.room_id
+        self.epoch = room.lease.epoch
+        """The room lease it was opened under: what is written about it carries it."""
         self.actor = actor
         self.direction = direction
         self.pc = pc
@@ -73,13 +83,15 @@ class Session:
 class MediaRoom:
     def __init__(
         self,
-        room_id: str,
+        lease: Lease,
         reader: StreamReader,
         client: redis.Redis,
         coach_slots: int,
         on_closed: Callable[[MediaRoom], Awaitable[None]],
     ) -> None:
+        room_id = lease.room_id
         self.room_id = room_id
+        self.lease = lease
         self._on_closed = on_closed
         self.router = Router(room_id, coach_slots=coach_slots)
         self.route_log = RouteLog(client, reader.store.keys, room_id)
@@ -133,24 +145,65 @@ class MediaPlane:
         settings: Settings,
         reader: StreamReader,
         client: redis.Redis,
+        worker_id: str,
         on_session_lost: Callable[[Session], None] | None = None,
     ) -> None:
         self.settings = settings
         self.reader = reader
         self.client = client
+        self.worker_id = worker_id
+        self.leases = RoomLeases(client, reader.store.keys, lease_s=settings.lease_s)
         self.rooms: dict[str, MediaRoom] = {}
         self.on_session_lost = on_session_lost
+        self.on_room_taken: Callable[[Lease], Awaitable[None]] | None = None
+        """Told of each room this worker takes to host, before any session of it."""
+        self.rooms_lost = 0
+        """Rooms dropped because another worker took their lease."""
         self._networks = settings.allowed_networks()
         self._expiries: set[asyncio.Task[None]] = set()
         self._setting_up: set[tuple[str, str, Direction]] = set()
 
-    def room(self, room_id: str) -> MediaRoom:
+    async def host(self, room_id: str) -> MediaRoom:
+        """The room, hosted here under its lease; RoomElsewhere if another worker holds it."""
         room = self.rooms.get(room_id)
+        if room is not None:
+            return room
+        lease = await self.leases.acquire(room_id, self.worker_id)
+        if lease.worker != self.worker_id:
+            raise RoomElsewhere(lease)
+        if self.on_room_taken is not None:
+            await self.on_room_taken(lease)
+        room = self.rooms.get(room_id)  # made by another request while this one waited
         if room is None:
             room = self.rooms[room_id] = MediaRoom(
-                room_id, self.reader, self.client, self.settings.coach_slots, self._closed
+                lease, self.reader, self.client, self.settings.coach_slots, self._closed
             )
         return room
+
+    async def keep_leases(self) -> None:
+        """Renew the lease of every hosted room each ``lease_renew_s``, until cancelled; drop
+        at once a room whose lease another worker took."""
+        while True:
+            await asyncio.sleep(self.settings.lease_renew_s)
+            rooms = list(self.rooms.values())
+            try:
+                lost = await self.leases.renew([room.lease for room in rooms])
+            except StoreUnavailable as exc:  # renewed next time, unless another takes them
+                log.warning("room leases not renewed: %s", exc)
+                continue
+            for lease in lost:
+                room = self.rooms.get(lease.room_id)
+                if room is None or room.lease != lease:
+                    continue  # closed, or hosted again, meanwhile
+                log.warning(
+                    "room %s: another worker holds its lease now (epoch %d was ours); "
+                    "dropping its sessions here",
+                    lease.room_id,
+                    lease.epoch,
+                )
+                self.rooms_lost += 1
+                del self.rooms[lease.room_id]
+                await room.stop()
 
     def receive_slots(self, role: Role) -> int:
         return len(slot_names(role, self.settings.coach_slots))
@@ -236,12 +289,12 @@ class MediaPlane:
     ) -> tuple[MediaRoom, Session]:
         """A new session, and its room; one the same participant had in this direction is
         ended first (which stops the room if it was the last: the session joins a new one)."""
-        previous = self.room(room_id).session_of(actor.subject, direction)
+        previous = (await self.host(room_id)).session_of(actor.subject, direction)
         if previous is not None:
             await self.end(previous)
-        room = self.room(room_id)
+        room = await self.host(room_id)
         pc = RTCPeerConnection(RTCConfiguration(iceServers=[]))
-        session = Session(room.room_id, actor, direction, pc)
+        session = Session(room, actor, direction, pc)
         room.sessions[session.id] = session
 
         @pc.on("connectionstatechange")

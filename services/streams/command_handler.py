@@ -60,14 +60,17 @@ class CommandHandler:
         *,
         idempotency_key: str | None = None,
         correlation_id: str | None = None,
+        epoch: int | None = None,
     ) -> Outcome:
+        """Decide ``command`` and store its events. ``epoch``: the room lease a worker writes
+        about its sessions under (events/room_leases.py); Fenced if it lost the room."""
         causation_id = idempotency_key or new_event_id()
         if idempotency_key is not None:  # each sender's keys are their own
             idempotency_key = f"{actor.subject}:{idempotency_key}"
         # Commands to one room from this process go one at a time; only other nodes race.
         async with self._locks.setdefault(room_id, asyncio.Lock()):
             outcome = await self._decide_and_append(
-                room_id, command, actor, idempotency_key, causation_id, correlation_id
+                room_id, command, actor, idempotency_key, causation_id, correlation_id, epoch
             )
         joined = isinstance(command, Join) and isinstance(outcome, Accepted)
         if joined and self.on_join_without_session is not None:
@@ -82,6 +85,7 @@ class CommandHandler:
         idempotency_key: str | None,
         causation_id: str,
         correlation_id: str | None,
+        epoch: int | None,
     ) -> Outcome:
         for attempt in range(self.max_attempts):
             state = await self.states.current(room_id)
@@ -99,6 +103,7 @@ class CommandHandler:
                     idempotency_key=idempotency_key,
                     causation_id=causation_id,
                     correlation_id=correlation_id,
+                    epoch=epoch,
                 )
             except WrongExpectedVersion as conflict:
                 if conflict.actual < state.version:  # the store lost what we knew: reload

@@ -140,6 +140,21 @@ class Presence:
             await self.client.srem(self.keys.worker_rooms(worker), raw)
         await self.client.hdel(self.keys.workers(), worker)
 
+    async def take_over(self, room_id: str, epoch: int) -> None:
+        """This worker took ``room_id`` under ``epoch``: presences another worker holds there
+        are stale (it lost the room, or died) and end now (``worker_lost``), fail closed."""
+        state = await self.states.current(room_id)
+        for participant in list(state.participants.values()):
+            if participant.worker not in ("", self.worker_id):
+                await self._end(
+                    room_id,
+                    participant.subject,
+                    LeaveReason.WORKER_LOST,
+                    participant.worker,
+                    participant.role,
+                    epoch=epoch,
+                )
+
     async def _end_unattached_joins(self) -> None:
         key = self.keys.unattached_joins()
         expired: Any = await self.client.zrangebyscore(key, 0, time.time())
@@ -152,14 +167,21 @@ class Presence:
             await self.client.zrem(key, member)
 
     async def _end(
-        self, room_id: str, subject: str, reason: LeaveReason, worker: str, role: Role
+        self,
+        room_id: str,
+        subject: str,
+        reason: LeaveReason,
+        worker: str,
+        role: Role,
+        *,
+        epoch: int | None = None,
     ) -> None:
         # Written by the worker that noticed, on the participant's behalf: the envelope's actor.
         noticer = Actor(
             subject=f"worker:{self.worker_id}", role=role, name="Earpiece", can_whisper=False
         )
         end = EndPresence(subject=subject, reason=reason, worker=worker)
-        await self.commands.handle(room_id, end, noticer)
+        await self.commands.handle(room_id, end, noticer, epoch=epoch)
 
     async def _register(self) -> None:
         await self.client.hset(self.keys.workers(), self.worker_id, utc_now().isoformat())

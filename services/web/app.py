@@ -161,7 +161,7 @@ def create_app(settings: Settings, client: redis.Redis, worker_id: str | None = 
     blocking = [own("reader"), own("audit", partitions), own("lobby", partitions), own("changes")]
     reader_client, audit_client, lobby_client, changes_client = blocking
     reader = StreamReader(api.store, reader_client)
-    media = MediaPlane(settings, reader, client)
+    media = MediaPlane(settings, reader, client, worker_id)
     signaling = Signaling(media, api.commands, api.verifier, api.presence, api.rates)
     followers = RoomFollowers(reader, api.states)
     live = LiveChannel(
@@ -181,6 +181,7 @@ def create_app(settings: Settings, client: redis.Redis, worker_id: str | None = 
         await api.presence.start()  # before any session: its lease holds them
         workers = api.workers
         workers.start("presence", api.presence.run)
+        workers.start("room leases", media.keep_leases)
         workers.start(
             "audit projection",
             functools.partial(run_audit_projection, audit_client, api.store, consumer=consumer),

@@ -24,7 +24,9 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
+from events.errors import Fenced
 from events.room import LeaveReason, Role
+from events.room_leases import Lease
 from projections.commands import (
     Actor,
     AttachSession,
@@ -72,6 +74,7 @@ class Signaling:
         presence.on_lease_lost = self.attach_again
         self._leaving: set[asyncio.Task[None]] = set()
         media.on_session_lost = self._session_lost
+        media.on_room_taken = self._take_over
 
     def routes(self) -> list[Route]:
         starts = {"publish": self.publish, "receive": self.receive}
@@ -110,21 +113,23 @@ class Signaling:
         if actor.role is Role.SUPERVISOR:  # monitoring ends with the right to monitor
             self.media.end_at(session, claims.exp, LeaveReason.CREDENTIALS_EXPIRED)
             if direction == "publish":  # a whisper asked for before this session: not now
-                await self.commands.handle(room_id, StopWhisper(), actor)
+                await self.commands.handle(room_id, StopWhisper(), actor, epoch=session.epoch)
         location = f"/rooms/{room_id}/{PATHS[direction]}/{session.id}"
         return Response(answer, 201, {"Location": location}, "application/sdp")
 
     async def _set_up(
         self, room_id: str, actor: Actor, direction: Direction, offer: Offer
     ) -> tuple[Session, str]:
+        room = await self.media.host(room_id)
         await self.presence.hold(room_id)
-        joined = await self._command(room_id, AttachSession(worker=self.presence.worker_id), actor)
+        attach = AttachSession(worker=self.presence.worker_id)
+        joined = await self._command(room_id, attach, actor, epoch=room.lease.epoch)
         start = self.media.publish if direction == "publish" else self.media.receive
         try:
             return await start(room_id, actor, offer)
         except BadOffer:
             if joined:  # undo only the join this request made, not one made by a command
-                await self._leave_if_gone(room_id, actor, direction)
+                await self._leave_if_gone(room_id, actor, direction, room.lease.epoch)
             raise
 
     async def stop(self, request: Request) -> Response:
@@ -136,7 +141,7 @@ class Signaling:
         if session is None or (session.actor.subject, session.direction) != (claims.sub, direction):
             raise NotFound("no such session of yours in this room")
         await self.media.end(session)
-        await self._leave_if_gone(room_id, claims.actor(), direction)
+        await self._leave_if_gone(room_id, claims.actor(), direction, session.epoch)
         return Response(status_code=200)
 
     async def attach_again(self) -> None:
@@ -147,13 +152,13 @@ class Signaling:
             actors = {s.actor.subject: s.actor for s in room.sessions.values()}
             for actor in actors.values():
                 attach = AttachSession(worker=self.presence.worker_id)
-                await self.commands.handle(room_id, attach, actor)
+                await self.commands.handle(room_id, attach, actor, epoch=room.lease.epoch)
 
     async def _command(
-        self, room_id: str, command: RoomCommand | SessionCommand, actor: Actor
+        self, room_id: str, command: RoomCommand | SessionCommand, actor: Actor, *, epoch: int
     ) -> bool:
         """Whether ``command`` stored events (False: it changed nothing); 409 if rejected."""
-        outcome = await self.commands.handle(room_id, command, actor)
+        outcome = await self.commands.handle(room_id, command, actor, epoch=epoch)
         if isinstance(outcome, Rejection):
             raise CommandRejected(outcome.reason)
         return isinstance(outcome, Accepted)
@@ -163,10 +168,13 @@ class Signaling:
         room_id: str,
         actor: Actor,
         ended: Direction,
+        epoch: int,
         reason: LeaveReason = LeaveReason.SESSION_ENDED,
     ) -> None:
         """The participant leaves once none of their sessions is left in the room; a coach
-        whose publish session ended stops whispering (silent monitor, while they receive)."""
+        whose publish session ended stops whispering (silent monitor, while they receive).
+        Written under the ``epoch`` the session was opened in: refused (and only logged) if
+        another worker took the room since, which ends what this one held there."""
         room = self.media.rooms.get(room_id)
         sessions = room.sessions.values() if room is not None else ()
         if not any(s.actor.subject == actor.subject for s in sessions):
@@ -179,13 +187,20 @@ class Signaling:
             command = StopWhisper()
         else:
             return
-        outcome = await self.commands.handle(room_id, command, actor)
+        try:
+            outcome = await self.commands.handle(room_id, command, actor, epoch=epoch)
+        except Fenced as exc:
+            log.warning("%s's session ended in %s, but %s", actor.subject, room_id, exc)
+            return
         if isinstance(outcome, Rejection):
             log.info("%s could not leave %s: %s", actor.subject, room_id, outcome.reason)
 
+    async def _take_over(self, lease: Lease) -> None:
+        await self.presence.take_over(lease.room_id, lease.epoch)
+
     def _session_lost(self, session: Session) -> None:
         leave = self._leave_if_gone(
-            session.room_id, session.actor, session.direction, session.ended_because
+            session.room_id, session.actor, session.direction, session.epoch, session.ended_because
         )
         task = asyncio.get_running_loop().create_task(leave)
         self._leaving.add(task)

@@ -33,14 +33,14 @@ WHISPERED = MONITORED | {AudioRoute("sup-1", "agent")}
 
 @pytest.fixture
 async def plane(reader: StreamReader, redis_client: redis.Redis) -> AsyncIterator[MediaPlane]:
-    plane = MediaPlane(Settings(jwt_secret="x" * 32), reader, redis_client)
+    plane = MediaPlane(Settings(jwt_secret="x" * 32), reader, redis_client, "worker-1")
     yield plane
     await plane.close()
 
 
 async def whispering_room(plane: MediaPlane, commands: CommandHandler, room_id: str) -> MediaRoom:
     """A room whose coach is heard by the agent, with every participant's media in place."""
-    room = plane.room(room_id)
+    room = await plane.host(room_id)
     for actor in (CUSTOMER, AGENT, COACH):
         await commands.handle(room_id, Join(), actor)
         room.reconciler.add_producer(actor.subject, actor.role)

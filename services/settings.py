@@ -88,6 +88,8 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     """Remote candidates outside these are dropped before any connectivity check is sent."""
     connect_timeout_s: float = 15.0
     """A WebRTC session not connected this long after its answer is ended (and its seat freed)."""
+    metrics_token: str | None = None
+    """The bearer token Prometheus scrapes ``/metrics`` with; unset, ``/metrics`` is off."""
     lease_s: float = 3.0
     """A room's lease lapses this long after its worker last renewed it (events/room_leases.py)."""
     lease_renew_s: float = 1.0
@@ -205,6 +207,7 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
             "EARPIECE_ICE_ALLOWED_NETWORKS": "ice_allowed_networks",
             "EARPIECE_COACH_SLOTS": "coach_slots",
             "EARPIECE_LEASE_S": "lease_s",
+            "EARPIECE_METRICS_TOKEN": "metrics_token",
             "EARPIECE_LEASE_RENEW_S": "lease_renew_s",
             "EARPIECE_CONNECT_TIMEOUT_S": "connect_timeout_s",
         }

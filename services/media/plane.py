@@ -28,6 +28,7 @@ import redis.asyncio as redis
 from aiortc import RTCConfiguration, RTCPeerConnection, RTCSessionDescription
 from aiortc.exceptions import InvalidAccessError, InvalidStateError
 from aiortc.mediastreams import MediaStreamTrack
+from prometheus_client import Counter
 
 from events.errors import StoreUnavailable
 from events.retry import Backoff
@@ -53,6 +54,8 @@ from services.media.sdp import (
 from services.settings import Settings
 
 log = logging.getLogger(__name__)
+
+ROOMS_LOST = Counter("earpiece_rooms_lost", "Rooms dropped because another worker took their lease")
 
 Direction = Literal["publish", "receive"]
 
@@ -157,8 +160,6 @@ class MediaPlane:
         self.on_session_lost = on_session_lost
         self.on_room_taken: Callable[[Lease], Awaitable[None]] | None = None
         """Told of each room this worker takes to host, before any session of it."""
-        self.rooms_lost = 0
-        """Rooms dropped because another worker took their lease."""
         self._networks = settings.allowed_networks()
         self._expiries: set[asyncio.Task[None]] = set()
         self._setting_up: set[tuple[str, str, Direction]] = set()
@@ -201,7 +202,7 @@ class MediaPlane:
                     lease.room_id,
                     lease.epoch,
                 )
-                self.rooms_lost += 1
+                ROOMS_LOST.inc()
                 del self.rooms[lease.room_id]
                 await room.stop()
 

@@ -14,14 +14,20 @@ import weakref
 from collections.abc import Awaitable, Callable
 
 import msgspec
+from prometheus_client import Counter
 
 from events.envelope import new_event_id
-from events.errors import WrongExpectedVersion
+from events.errors import Fenced, WrongExpectedVersion
 from events.store import EventStore
 from projections.commands import Actor, Join, RoomCommand, SessionCommand
 from projections.decider import Rejection, decide
 from services.errors import Contention
 from services.streams.room_states import RoomStates
+
+FENCED_WRITES = Counter(
+    "earpiece_fenced_writes",
+    "Writes about sessions refused because another worker took their room's lease since",
+)
 
 
 class Accepted(msgspec.Struct, frozen=True, kw_only=True):
@@ -105,6 +111,9 @@ class CommandHandler:
                     correlation_id=correlation_id,
                     epoch=epoch,
                 )
+            except Fenced:
+                FENCED_WRITES.inc()
+                raise
             except WrongExpectedVersion as conflict:
                 if conflict.actual < state.version:  # the store lost what we knew: reload
                     await self.states.reload(room_id, conflict.actual)

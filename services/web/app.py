@@ -8,10 +8,12 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import hmac
 from collections.abc import AsyncIterator
 
 import msgspec
 import redis.asyncio as redis
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from redis.exceptions import RedisError
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
@@ -34,6 +36,7 @@ from services.errors import (
     InvalidCommand,
     InvalidJson,
     NotFound,
+    TokenRefused,
 )
 from services.media.plane import MediaPlane
 from services.media.route_log import RouteLog
@@ -97,6 +100,15 @@ class Api:
         return json_response(
             {"status": "ok", "restarts": restarts} if restarts else {"status": "ok"}
         )
+
+    async def metrics(self, request: Request) -> Response:
+        """The process's metrics in Prometheus's text format, for the scraper's token only."""
+        if self.settings.metrics_token is None:
+            raise NotFound("metrics are off: set EARPIECE_METRICS_TOKEN")
+        given = request.headers.get("authorization", "").removeprefix("Bearer ")
+        if not hmac.compare_digest(given.encode(), self.settings.metrics_token.encode()):
+            raise TokenRefused("send Authorization: Bearer <EARPIECE_METRICS_TOKEN>")
+        return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
 
     async def post_command(self, request: Request) -> Response:
         room_id = room_id_of(request)
@@ -209,6 +221,7 @@ def create_app(settings: Settings, client: redis.Redis, worker_id: str | None = 
     app = Starlette(
         routes=[
             Route("/healthz", api.healthz),
+            Route("/metrics", api.metrics),
             Route("/lobby", api.get_lobby),
             Route("/rooms/{room_id}/commands", api.post_command, methods=["POST"]),
             Route("/rooms/{room_id}/audit", api.get_audit),

@@ -152,7 +152,11 @@ class Signaling:
             actors = {s.actor.subject: s.actor for s in room.sessions.values()}
             for actor in actors.values():
                 attach = AttachSession(worker=self.presence.worker_id)
-                await self.commands.handle(room_id, attach, actor, epoch=room.lease.epoch)
+                try:
+                    await self.commands.handle(room_id, attach, actor, epoch=room.lease.epoch)
+                except Fenced as exc:  # the room is another worker's now: dropped here soon
+                    log.warning("%s not attached again in %s: %s", actor.subject, room_id, exc)
+                    break
 
     async def _command(
         self, room_id: str, command: RoomCommand | SessionCommand, actor: Actor, *, epoch: int

@@ -1,0 +1,150 @@
+"""Two workers on one Redis, each a child process with its own ICE address: a room lives on one
+of them at a time, under its lease, and a worker paused past the lease cannot write about the
+room once the other has taken it (fencing)."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import time
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+import redis.asyncio as redis
+from aiortc import RTCConfiguration, RTCPeerConnection
+
+from events.room import LeaveReason, ParticipantJoined, ParticipantLeft, Role
+from events.room_leases import RoomLeases
+from events.store import EventStore
+from services.bench.participants import Participant, ToneTrack
+from services.redis_server import RedisServer
+from tests.support import token
+from tests.system.processes import ServiceProcess
+
+pytestmark = pytest.mark.newest_redis
+
+ROOM = "room-1"
+METRICS = "scrape-me"
+LEASE_S = 3.0
+
+
+@pytest.fixture
+def workers(redis_server: RedisServer, tmp_path: Path) -> Iterator[list[ServiceProcess]]:
+    started = [
+        ServiceProcess(
+            redis_server.url,
+            tmp_path / name,
+            ICE_ADDRESSES=address,
+            METRICS_TOKEN=METRICS,
+            LEASE_S=str(LEASE_S),
+        )
+        for name, address in (("a", "127.0.0.2"), ("b", "127.0.0.3"))
+    ]
+    for worker in started:
+        worker.start()
+    yield started
+    for worker in started:
+        if worker.process is not None and worker.process.poll() is None:
+            os.kill(worker.process.pid, signal.SIGCONT)  # a paused one must hear the SIGTERM
+        worker.stop()
+
+
+@pytest.fixture
+async def people() -> AsyncIterator[list[Participant]]:
+    made: list[Participant] = []
+    yield made
+    await asyncio.gather(*(person.close() for person in made))
+
+
+async def metric(http: httpx.AsyncClient, name: str) -> float:
+    text = (await http.get("/metrics", headers={"authorization": f"Bearer {METRICS}"})).text
+    values = [line.split()[-1] for line in text.splitlines() if line.startswith(f"{name} ")]
+    return float(values[0]) if values else 0.0
+
+
+async def stale_receive(http: httpx.AsyncClient) -> httpx.Response:
+    """The agent's WHEP offer, sent to ``http``'s worker."""
+    pc = RTCPeerConnection(RTCConfiguration(iceServers=[]))
+    pc.addTransceiver("audio", direction="recvonly")
+    await pc.setLocalDescription(await pc.createOffer())
+    headers = {
+        "authorization": f"Bearer {token(Role.AGENT, sub='agent')}",
+        "content-type": "application/sdp",
+    }
+    try:
+        return await http.post(
+            f"/rooms/{ROOM}/whep", content=pc.localDescription.sdp, headers=headers
+        )
+    finally:
+        await pc.close()
+
+
+def answer_addresses(answer: str) -> set[str]:
+    return {line.split()[4] for line in answer.splitlines() if line.startswith("a=candidate:")}
+
+
+async def test_a_worker_paused_past_its_lease_cannot_write_once_another_took_the_room(
+    workers: list[ServiceProcess],
+    redis_client: redis.Redis,
+    people: list[Participant],
+) -> None:
+    a, b = workers
+    store = EventStore(redis_client)
+    leases = RoomLeases(redis_client, store.keys)
+    async with (
+        httpx.AsyncClient(base_url=a.url, timeout=10) as on_a,
+        httpx.AsyncClient(base_url=b.url, timeout=10) as on_b,
+    ):
+        customer = Participant(on_a, ROOM, token(Role.CUSTOMER, sub="cust"))
+        people.append(customer)
+        await customer.publish(ToneTrack(500))
+        first = await leases.owner(ROOM)
+        assert first is not None
+        assert first.epoch == 1
+
+        assert a.process is not None
+        os.kill(a.process.pid, signal.SIGSTOP)
+        await asyncio.sleep(LEASE_S + 2)  # a's room and worker leases lapse; b sweeps a
+        agent = Participant(on_b, ROOM, token(Role.AGENT, sub="agent"))
+        people.append(agent)
+        await agent.publish(ToneTrack(800))
+        taken = await leases.owner(ROOM)
+        assert taken is not None
+        assert taken.epoch == 2
+        assert taken.worker != first.worker
+        took_over = await store.version(ROOM)
+
+        # A request that reached a while it was paused runs as soon as it resumes, before a
+        # has renewed anything: a still hosts the room in its own eyes, and writes under epoch 1.
+        stale = asyncio.create_task(stale_receive(on_a))
+        await asyncio.sleep(0.5)
+        os.kill(a.process.pid, signal.SIGCONT)
+        refused = await stale
+        deadline = time.monotonic() + 15
+        while time.monotonic() < deadline:  # a notices that it lost the room
+            if await metric(on_a, "earpiece_rooms_lost_total"):
+                break
+            await asyncio.sleep(0.2)
+
+        after = await store.read(ROOM, after_version=took_over)
+        assert all(envelope.epoch in (None, 2) for envelope in after), after
+        assert (refused.status_code, refused.json()["error"]) == (503, "unavailable")
+        assert "another worker owns it now" in refused.json()["detail"]
+        assert await metric(on_a, "earpiece_fenced_writes_total") >= 1
+        assert await metric(on_a, "earpiece_rooms_lost_total") == 1
+        assert customer.publisher is not None
+        assert agent.publisher is not None  # media goes to each owner's own address
+        assert answer_addresses(customer.publisher.remoteDescription.sdp) == {"127.0.0.2"}
+        assert answer_addresses(agent.publisher.remoteDescription.sdp) == {"127.0.0.3"}
+        assert await leases.owner(ROOM) == taken
+        events = [envelope.event for envelope in await store.read(ROOM)]
+        assert ParticipantLeft(subject="cust", reason=LeaveReason.WORKER_LOST) in events
+        joined_on_b = [
+            e for e in events if isinstance(e, ParticipantJoined) and e.subject == "agent"
+        ]
+        assert [e.worker for e in joined_on_b] == [taken.worker]
+        assert "Traceback" not in a.log_path.read_text()
+        assert "Traceback" not in b.log_path.read_text()

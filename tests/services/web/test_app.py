@@ -312,3 +312,27 @@ async def test_a_client_that_leaves_mid_body_gets_no_traceback_logged(
     assert (await service.http.get("/healthz")).status_code == 200
     assert "Traceback" not in caplog.text
     assert "Exception in ASGI application" not in caplog.text
+
+
+async def test_metrics_are_off_until_a_scrape_token_is_set(http: httpx.AsyncClient) -> None:
+    answer = await http.get("/metrics", headers=bearer(token(Role.SUPERVISOR)))
+
+    assert (answer.status_code, answer.json()["error"]) == (404, "not_found")
+    assert "EARPIECE_METRICS_TOKEN" in answer.json()["detail"]
+
+
+async def test_metrics_answer_only_the_scrape_token(
+    redis_server: RedisServer, redis_client: redis.Redis
+) -> None:
+    async with running_service(redis_server.url, redis_client, metrics_token="scrape") as service:
+        refused = [
+            await service.http.get("/metrics", headers=headers)
+            for headers in ({}, bearer("scrapes"), bearer(token(Role.SUPERVISOR)))
+        ]
+        scraped = await service.http.get("/metrics", headers=bearer("scrape"))
+
+    assert [answer.status_code for answer in refused] == [401, 401, 401]
+    assert scraped.status_code == 200
+    assert scraped.headers["content-type"].startswith("text/plain")
+    assert "earpiece_fenced_writes_total" in scraped.text
+    assert "earpiece_forbidden_routes_total" in scraped.text

@@ -41,6 +41,9 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     data_dir: str = "data"
     host: str = "127.0.0.1"
     port: int = 8000
+    worker_url: str | None = None
+    """How the other workers reach this one's HTTP (they forward the WHIP/WHEP of the rooms it
+    hosts to it); None: ``http://<host>:<port>``."""
     namespace: str = "earpiece"
     partitions: int = 1
     snapshot_every: int = 500
@@ -96,6 +99,11 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     """How often a worker renews the leases of the rooms it hosts."""
     coach_slots: int = 4
     """How many coaches the agent can hear at once: its receive slots besides the customer's."""
+
+    @property
+    def own_url(self) -> str:
+        """Where the other workers reach this one."""
+        return self.worker_url or f"http://{self.host}:{self.port}"
 
     def __post_init__(self) -> None:
         self._check_media()
@@ -180,6 +188,7 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
             "REDIS_URL": "redis_url",
             "EARPIECE_DATA_DIR": "data_dir",
             "EARPIECE_HOST": "host",
+            "EARPIECE_WORKER_URL": "worker_url",
             "EARPIECE_PORT": "port",
             "EARPIECE_NAMESPACE": "namespace",
             "EARPIECE_PARTITIONS": "partitions",

@@ -13,6 +13,10 @@ nothing. Seats held by a dead worker are free within ``lease_s + renew_s`` of it
 An HTTP ``join`` has no session behind it: it is noted with a deadline, and once ``grace_s``
 passes with no session attached, the sweep ends it (reason ``no_session``).
 
+The lease holds what other workers need to know of this one: where its HTTP is (``url``: a
+WHIP/WHEP POST for a room it hosts is forwarded there) and how many rooms it hosts (``rooms``:
+a new room goes to the least loaded), refreshed with every renewal.
+
 A worker that shuts down ends its own presences (``worker_stopped``) and drops its lease. One
 that finds its own lease lapsed (Redis was away longer than the lease) registers again and
 calls ``on_lease_lost``, so that its live sessions attach again: if another worker swept it
@@ -30,6 +34,7 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
+import msgspec
 import redis.asyncio as redis
 from redis.exceptions import RedisError
 
@@ -43,6 +48,18 @@ from services.streams.command_handler import CommandHandler
 from services.streams.room_states import RoomStates
 
 log = logging.getLogger(__name__)
+
+
+class WorkerInfo(msgspec.Struct, frozen=True):
+    """What a live worker's lease says of it."""
+
+    url: str
+    """Its HTTP, for the WHIP/WHEP of the rooms it hosts."""
+    rooms: int
+    """How many rooms it hosts: its load, for placing new ones."""
+
+
+_info_decoder = msgspec.json.Decoder(WorkerInfo)
 
 
 def new_worker_id() -> str:
@@ -62,6 +79,7 @@ class Presence:
         lease_s: float = 3.0,
         renew_s: float = 1.0,
         grace_s: float = 15.0,
+        url: str = "",
     ) -> None:
         self.client = client
         self.keys = keys
@@ -71,6 +89,9 @@ class Presence:
         self.lease_s = lease_s
         self.renew_s = renew_s
         self.grace_s = grace_s
+        self.url = url
+        self.load: Callable[[], int] = lambda: 0
+        """How many rooms this worker hosts now, reported with each renewal."""
         self.on_lease_lost: Callable[[], Awaitable[None]] | None = None
         self._lease = keys.worker_lease(self.worker_id)
         self._rooms = keys.worker_rooms(self.worker_id)
@@ -183,13 +204,41 @@ class Presence:
         end = EndPresence(subject=subject, reason=reason, worker=worker)
         await self.commands.handle(room_id, end, noticer, epoch=epoch)
 
+    async def live_workers(self) -> dict[str, WorkerInfo]:
+        """Every registered worker whose lease is live, with what it says of itself."""
+        registered = sorted(
+            raw.decode() for raw in await self._call(self.client.hkeys(self.keys.workers()))
+        )
+        if not registered:
+            return {}
+        leases = await self._call(
+            self.client.mget([self.keys.worker_lease(worker) for worker in registered])
+        )
+        return {
+            worker: _info_decoder.decode(raw)
+            for worker, raw in zip(registered, leases, strict=True)
+            if raw is not None
+        }
+
+    async def least_loaded(self) -> str:
+        """The live worker hosting the fewest rooms (this one, if it is among the fewest)."""
+        live = await self.live_workers()
+        live[self.worker_id] = self._info()
+        return min(live, key=lambda worker: (live[worker].rooms, worker != self.worker_id))
+
+    def _info(self) -> WorkerInfo:
+        return WorkerInfo(url=self.url, rooms=self.load())
+
     async def _register(self) -> None:
         await self.client.hset(self.keys.workers(), self.worker_id, utc_now().isoformat())
-        await self.client.set(self._lease, b"1", px=int(self.lease_s * 1000))
+        await self.client.set(
+            self._lease, msgspec.json.encode(self._info()), px=int(self.lease_s * 1000)
+        )
 
     async def _renew(self) -> bool:
-        """Extend the lease; False if it had lapsed."""
-        renewed: bool = await self.client.pexpire(self._lease, int(self.lease_s * 1000))
+        """Extend the lease, with this worker's load now; False if it had lapsed."""
+        info = msgspec.json.encode(self._info())
+        renewed = await self.client.set(self._lease, info, px=int(self.lease_s * 1000), xx=True)
         return bool(renewed)
 
     async def _call(self, request: Awaitable[Any]) -> Any:

@@ -11,6 +11,7 @@ import functools
 import hmac
 from collections.abc import AsyncIterator
 
+import httpx
 import msgspec
 import redis.asyncio as redis
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
@@ -78,7 +79,12 @@ class Api:
         self.audit = AuditTrail(self.store)
         self.lobby = Lobby(self.store, self.states)
         self.presence = Presence(
-            client, self.store.keys, self.commands, self.states, worker_id=worker_id
+            client,
+            self.store.keys,
+            self.commands,
+            self.states,
+            worker_id=worker_id,
+            url=settings.own_url,
         )
         self.commands.on_join_without_session = self.presence.expect_session
         self.verifier = verifier_from_settings(settings, queue_of=self.queue_of)
@@ -174,7 +180,10 @@ def create_app(settings: Settings, client: redis.Redis, worker_id: str | None = 
     reader_client, audit_client, lobby_client, changes_client = blocking
     reader = StreamReader(api.store, reader_client)
     media = MediaPlane(settings, reader, client, worker_id)
-    signaling = Signaling(media, api.commands, api.verifier, api.presence, api.rates)
+    api.presence.load = lambda: len(media.rooms)
+    # WHIP/WHEP of rooms hosted elsewhere go on to their worker, which may take a while to answer.
+    forwarding = httpx.AsyncClient(timeout=settings.connect_timeout_s)
+    signaling = Signaling(media, api.commands, api.verifier, api.presence, api.rates, forwarding)
     followers = RoomFollowers(reader, api.states)
     live = LiveChannel(
         api.store,
@@ -217,6 +226,7 @@ def create_app(settings: Settings, client: redis.Redis, worker_id: str | None = 
             await workers.close()
             for own_client in blocking:
                 await own_client.aclose()
+            await forwarding.aclose()
 
     app = Starlette(
         routes=[

@@ -20,11 +20,12 @@ from __future__ import annotations
 import asyncio
 import logging
 
+import httpx
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from events.errors import Fenced
+from events.errors import Fenced, StoreUnavailable
 from events.room import LeaveReason, Role
 from events.room_leases import Lease
 from projections.commands import (
@@ -42,6 +43,7 @@ from services.errors import (
     CommandRejected,
     MethodNotAllowed,
     NotFound,
+    RoomElsewhere,
     UnsupportedMediaType,
 )
 from services.media.plane import Direction, MediaPlane, Offer, Session
@@ -54,6 +56,8 @@ from services.web.rate_limits import Rates
 log = logging.getLogger(__name__)
 
 PATHS: dict[Direction, str] = {"publish": "whip", "receive": "whep"}
+FORWARDED_BY = "x-earpiece-forwarded-by"
+"""Set on a request one worker forwards to another: the room's host, which answers it itself."""
 DIRECTIONS: dict[str, Direction] = {path: direction for direction, path in PATHS.items()}
 
 
@@ -65,8 +69,10 @@ class Signaling:
         verifier: TokenVerifier,
         presence: Presence,
         rates: Rates,
+        forwarding: httpx.AsyncClient,
     ) -> None:
         self.media = media
+        self.forwarding = forwarding
         self.rates = rates
         self.commands = commands
         self.verifier = verifier
@@ -108,8 +114,14 @@ class Signaling:
         actor = claims.actor()
         # A bad offer is refused before the join, so that it leaves no event in the room.
         checked = self.media.check(offer, actor.role, direction)
+        host = await self._host_of(room_id, forwarded=FORWARDED_BY in request.headers)
+        if host != self.presence.worker_id:
+            return await self._forward(request, body, host)
         with self.media.one_setup(room_id, actor.subject, direction):
-            session, answer = await self._set_up(room_id, actor, direction, checked)
+            try:
+                session, answer = await self._set_up(room_id, actor, direction, checked)
+            except RoomElsewhere as elsewhere:  # another worker took it since
+                return await self._forward(request, body, elsewhere.lease.worker)
         if actor.role is Role.SUPERVISOR:  # monitoring ends with the right to monitor
             self.media.end_at(session, claims.exp, LeaveReason.CREDENTIALS_EXPIRED)
             if direction == "publish":  # a whisper asked for before this session: not now
@@ -138,11 +150,55 @@ class Signaling:
         room = self.media.rooms.get(room_id)
         session = room.sessions.get(request.path_params["session_id"]) if room else None
         direction = DIRECTIONS[request.url.path.split("/")[3]]  # /rooms/{room}/whip/{id}
+        if session is None and room is None:
+            owner = await self.media.leases.owner(room_id)
+            if owner is not None and owner.worker != self.presence.worker_id:
+                return await self._forward(request, b"", owner.worker)
         if session is None or (session.actor.subject, session.direction) != (claims.sub, direction):
             raise NotFound("no such session of yours in this room")
         await self.media.end(session)
         await self._leave_if_gone(room_id, claims.actor(), direction, session.epoch)
         return Response(status_code=200)
+
+    async def _host_of(self, room_id: str, *, forwarded: bool) -> str:
+        """The worker that hosts ``room_id``, or is to: the least loaded if none does (this
+        one, for a request another worker placed here)."""
+        if room_id in self.media.rooms:
+            return self.presence.worker_id
+        owner = await self.media.leases.owner(room_id)
+        if owner is not None:
+            return owner.worker
+        return self.presence.worker_id if forwarded else await self.presence.least_loaded()
+
+    async def _forward(self, request: Request, body: bytes, worker: str) -> Response:
+        """``request`` answered by ``worker``, the room's host; one hop only, so that workers
+        that disagree about a room (it is moving) answer 503 rather than pass it around."""
+        if FORWARDED_BY in request.headers:
+            room_id = request.path_params["room_id"]
+            raise RoomElsewhere(await self.media.leases.owner(room_id) or Lease(room_id, worker, 0))
+        info = (await self.presence.live_workers()).get(worker)
+        if info is None:
+            raise StoreUnavailable(f"worker {worker}, which hosts the room, is not live")
+        headers = {
+            name: value
+            for name, value in request.headers.items()
+            if name in ("authorization", "content-type")
+        }
+        try:
+            answer = await self.forwarding.request(
+                request.method,
+                info.url + request.url.path,
+                content=body,
+                headers={**headers, FORWARDED_BY: self.presence.worker_id},
+            )
+        except httpx.HTTPError as exc:
+            raise StoreUnavailable(f"worker {worker}, which hosts the room: {exc}") from exc
+        kept = {
+            name: value
+            for name, value in answer.headers.items()
+            if name in ("content-type", "location", "retry-after")
+        }
+        return Response(answer.content, answer.status_code, kept)
 
     async def attach_again(self) -> None:
         """Attach every live session again (this worker's lease had lapsed, and another may

@@ -32,7 +32,10 @@ LEASE_S = 3.0
 
 
 @pytest.fixture
-def workers(redis_server: RedisServer, tmp_path: Path) -> Iterator[list[ServiceProcess]]:
+def workers(
+    redis_server: RedisServer, redis_client: redis.Redis, tmp_path: Path
+) -> Iterator[list[ServiceProcess]]:
+    """Started after ``redis_client`` has emptied Redis: else it would forget them."""
     started = [
         ServiceProcess(
             redis_server.url,
@@ -148,3 +151,46 @@ async def test_a_worker_paused_past_its_lease_cannot_write_once_another_took_the
         assert [e.worker for e in joined_on_b] == [taken.worker]
         assert "Traceback" not in a.log_path.read_text()
         assert "Traceback" not in b.log_path.read_text()
+
+
+async def test_any_worker_answers_whip_and_whep_for_a_room_hosted_by_another(
+    workers: list[ServiceProcess], redis_client: redis.Redis, people: list[Participant]
+) -> None:
+    a, b = workers
+    leases = RoomLeases(redis_client, EventStore(redis_client).keys)
+    async with (
+        httpx.AsyncClient(base_url=a.url, timeout=10) as on_a,
+        httpx.AsyncClient(base_url=b.url, timeout=10) as on_b,
+    ):
+        customer = Participant(on_a, ROOM, token(Role.CUSTOMER, sub="cust"))
+        people.append(customer)
+        await customer.publish(ToneTrack(500))
+        host = await leases.owner(ROOM)
+        assert host is not None
+        agent = Participant(on_b, ROOM, token(Role.AGENT, sub="agent"))  # through the other
+        people.append(agent)
+        await agent.publish(ToneTrack(800))
+        await agent.receive(5)
+
+        assert customer.publisher is not None
+        assert agent.publisher is not None
+        assert agent.listener is not None
+        host_address = answer_addresses(customer.publisher.remoteDescription.sdp)
+        assert answer_addresses(agent.publisher.remoteDescription.sdp) == host_address
+        assert answer_addresses(agent.listener.remoteDescription.sdp) == host_address
+        assert await leases.owner(ROOM) == host
+        async with asyncio.timeout(10):  # the agent hears the customer, through the host
+            while agent.hears_db(500, since=0) < -15:
+                await asyncio.sleep(0.2)
+        for location in agent.locations:  # hung up through the worker it was set up through
+            assert (await on_b.delete(location, headers=agent.headers)).status_code == 200
+        agent.locations.clear()
+
+        await asyncio.sleep(1.5)  # a reports its room in its lease
+        elsewhere = Participant(on_a, "room-2", token(Role.CUSTOMER, sub="c2", room="room-2"))
+        people.append(elsewhere)
+        await elsewhere.publish(ToneTrack(600))
+        placed = await leases.owner("room-2")
+
+        assert placed is not None
+        assert placed.worker != host.worker  # the least loaded worker took the new room

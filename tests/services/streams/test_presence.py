@@ -4,6 +4,7 @@ of its sessions; once it lapses, whoever sweeps ends them, with everything the c
 from __future__ import annotations
 
 import asyncio
+from typing import Any
 
 import redis.asyncio as redis
 
@@ -33,7 +34,7 @@ COACH = Actor(subject="sup-1", role=Role.SUPERVISOR, name="Sam", can_whisper=Tru
 NEW_AGENT = Actor(subject="agent-2", role=Role.AGENT, name="Bo", can_whisper=False)
 
 
-def presence_of(store: EventStore, worker_id: str, **timing: float) -> Presence:
+def presence_of(store: EventStore, worker_id: str, **options: Any) -> Presence:
     states = RoomStates(store)
     return Presence(
         store.client,
@@ -41,7 +42,7 @@ def presence_of(store: EventStore, worker_id: str, **timing: float) -> Presence:
         CommandHandler(store, states),
         states,
         worker_id=worker_id,
-        **timing,
+        **options,
     )
 
 
@@ -154,3 +155,28 @@ async def test_a_worker_that_finds_its_lease_lapsed_takes_it_again_and_attaches_
         assert await redis_client.exists(store.keys.worker_lease("w-1"))
     finally:
         running.cancel()
+
+
+async def test_live_workers_say_where_they_are_and_how_many_rooms_they_host(
+    store: EventStore,
+) -> None:
+    busy, idle, dead = (
+        presence_of(store, worker, lease_s=0.3, url=f"http://{worker}:8000")
+        for worker in ("w-busy", "w-idle", "w-dead")
+    )
+    busy.load = lambda: 3
+    for worker in (busy, idle, dead):
+        await worker.start()
+    await asyncio.sleep(0.2)
+    await busy._renew()
+    await idle._renew()
+    await asyncio.sleep(0.2)  # the dead one's lease lapses
+
+    live = await busy.live_workers()
+
+    assert {worker: (info.url, info.rooms) for worker, info in live.items()} == {
+        "w-busy": ("http://w-busy:8000", 3),
+        "w-idle": ("http://w-idle:8000", 0),
+    }
+    assert await busy.least_loaded() == "w-idle"
+    assert await idle.least_loaded() == "w-idle"

@@ -1,6 +1,6 @@
 """``earpiece``: run the service, mint development tokens, check audit logs, benchmark.
 
-    earpiece serve                          HTTP service (+ a local redis-server without REDIS_URL)
+    earpiece serve [--workers N]            HTTP service (+ a local redis-server without REDIS_URL)
     earpiece token --room R --role agent    a development token signed with the service's secret
     earpiece audit verify ROOM              check a room's audit chain against its event stream
     earpiece audit replay ROOM [--version N | --time T]   state and timeline as of then
@@ -49,9 +49,9 @@ log = logging.getLogger("earpiece")
 
 
 @contextlib.asynccontextmanager
-async def redis_for(settings: Settings, worker: str = "cli") -> AsyncIterator[redis.Redis]:
-    """The pool of short requests of ``worker`` to REDIS_URL, or to a local redis-server
-    started (and stopped) here."""
+async def redis_url_for(settings: Settings) -> AsyncIterator[str]:
+    """REDIS_URL, or the URL of a local redis-server: the one already running in the data
+    directory, or one started (and stopped) here."""
     server: RedisServer | None = None
     redis_dir = Path(settings.data_dir) / "redis"
     url = settings.redis_url or RedisServer.running_in(redis_dir)
@@ -60,19 +60,28 @@ async def redis_for(settings: Settings, worker: str = "cli") -> AsyncIterator[re
         server.start()
         log.info("started %s on %s, data in %s", server.binary, server.url, redis_dir)
         url = server.url
-    client = request_client(
-        url,
-        name=f"earpiece:{worker}:requests",
-        connections=settings.redis_connections,
-        wait_s=settings.redis_wait_s,
-    )
     try:
-        yield client
+        yield url
     finally:
-        await client.aclose()
         if server is not None:
             server.stop()
             log.info("stopped the local redis-server")
+
+
+@contextlib.asynccontextmanager
+async def redis_for(settings: Settings, worker: str = "cli") -> AsyncIterator[redis.Redis]:
+    """The pool of short requests of ``worker`` to Redis (``redis_url_for``)."""
+    async with redis_url_for(settings) as url:
+        client = request_client(
+            url,
+            name=f"earpiece:{worker}:requests",
+            connections=settings.redis_connections,
+            wait_s=settings.redis_wait_s,
+        )
+        try:
+            yield client
+        finally:
+            await client.aclose()
 
 
 async def serve(settings: Settings) -> None:
@@ -132,7 +141,13 @@ def parser() -> argparse.ArgumentParser:
     top.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     commands = top.add_subparsers(dest="command", required=True)
 
-    commands.add_parser("serve", help="run the HTTP service")
+    serve_command = commands.add_parser("serve", help="run the HTTP service")
+    serve_command.add_argument(
+        "--workers",
+        type=int,
+        default=1,
+        help="worker processes, on EARPIECE_PORT, EARPIECE_PORT + 1 ... (one Redis)",
+    )
 
     token = commands.add_parser("token", help="mint a development token")
     token.add_argument("--room", required=True)
@@ -250,6 +265,11 @@ def main(argv: list[str] | None = None) -> int:
 
 def run(args: argparse.Namespace, settings: Settings) -> int:
     match args.command:
+        case "serve" if args.workers > 1:
+            from services.worker_pool import serve_workers
+
+            asyncio.run(serve_workers(settings, args.workers))
+            return 0
         case "serve":
             asyncio.run(serve(settings))
             return 0

@@ -20,7 +20,7 @@ LAYERS = [
     "services.media",
     "services.web",
     "services.bench",
-    "services.cli",
+    "services.cli services.worker_pool",
 ]
 """Bottom first. A module may import its own layer's modules and any layer below it."""
 

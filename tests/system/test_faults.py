@@ -25,67 +25,14 @@ from events.envelope import Envelope, utc_now
 from events.room import LeaveReason, MonitorStarted, ParticipantLeft, Role
 from events.store import EventStore
 from projections.audit import verify_against_stream
-from services.bench.participants import Participant, ToneTrack
 from services.redis_server import RedisServer
 from services.streams.audit_trail import AuditTrail
 from tests.support import token
+from tests.system.calls import ROOM, TONES, Call
 from tests.system.processes import ServiceProcess
 
 pytestmark = pytest.mark.newest_redis
 log = logging.getLogger(__name__)
-
-TONES = {"cust": 500.0, "agent": 800.0, "sup-1": 1300.0}
-ROLES = {"cust": Role.CUSTOMER, "agent": Role.AGENT, "sup-1": Role.SUPERVISOR}
-RECEIVE_SLOTS = {Role.CUSTOMER: 1, Role.AGENT: 5, Role.SUPERVISOR: 2}
-HEARD_DB, SILENT_DB = -15.0, -60.0
-ROOM = "room-1"
-
-
-class Call:
-    def __init__(self, http: httpx.AsyncClient) -> None:
-        self.http = http
-        self.people: dict[str, Participant] = {}
-
-    @staticmethod
-    def token_of(subject: str) -> str:
-        return token(ROLES[subject], sub=subject, whisper=subject == "sup-1")
-
-    async def connect(self, subject: str) -> None:
-        person = self.people.get(subject) or Participant(self.http, ROOM, self.token_of(subject))
-        self.people[subject] = person
-        await person.publish(ToneTrack(TONES[subject]))
-        await person.receive(RECEIVE_SLOTS[ROLES[subject]])
-
-    async def command(self, subject: str, command: str) -> None:
-        response = await self.http.post(
-            f"/rooms/{ROOM}/commands",
-            json={"command": command},
-            headers={"authorization": f"Bearer {self.token_of(subject)}"},
-        )
-        assert response.status_code in (200, 201), response.text
-
-    async def hear(self, expected: dict[str, set[str]], within_s: float = 15) -> None:
-        """Listen in 1 s windows until the listeners hear ``expected``; in every window the
-        customer hears the coach not at all."""
-        deadline = time.monotonic() + within_s
-        while True:
-            start = time.monotonic()
-            await asyncio.sleep(1.0)
-            heard = {
-                listener: {
-                    speaker
-                    for speaker, hz in TONES.items()
-                    if person.hears_db(hz, start) >= HEARD_DB
-                }
-                for listener, person in self.people.items()
-            }
-            assert self.people["cust"].hears_db(TONES["sup-1"], start) < SILENT_DB
-            if all(heard[listener] == speakers for listener, speakers in expected.items()):
-                return
-            assert time.monotonic() < deadline, f"expected {expected}, heard {heard}"
-
-    async def close(self) -> None:
-        await asyncio.gather(*(person.close() for person in self.people.values()))
 
 
 @pytest.fixture

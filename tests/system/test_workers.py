@@ -22,6 +22,7 @@ from events.store import EventStore
 from services.bench.participants import Participant, ToneTrack
 from services.redis_server import RedisServer
 from tests.support import token
+from tests.system.calls import SILENT_DB, TONES, Call
 from tests.system.processes import ServiceProcess
 
 pytestmark = pytest.mark.newest_redis
@@ -194,3 +195,72 @@ async def test_any_worker_answers_whip_and_whep_for_a_room_hosted_by_another(
 
         assert placed is not None
         assert placed.worker != host.worker  # the least loaded worker took the new room
+
+
+async def reconnect(call: Call, subject: str, within_s: float) -> None:
+    """``subject``'s client back on the call, trying again while the room has no host (503)."""
+    person = call.people[subject]
+    deadline = time.monotonic() + within_s
+    while True:
+        await person.close()
+        try:
+            await call.connect(subject)
+            return
+        except httpx.HTTPStatusError as exc:
+            if exc.response.status_code != 503 or time.monotonic() > deadline:
+                raise
+        await asyncio.sleep(0.5)
+
+
+async def test_kill_9_of_the_host_moves_the_call_to_the_other_worker_and_fails_closed(
+    workers: list[ServiceProcess], redis_client: redis.Redis
+) -> None:
+    a, b = workers
+    store = EventStore(redis_client)
+    leases = RoomLeases(redis_client, store.keys)
+    async with (
+        httpx.AsyncClient(base_url=a.url, timeout=10) as on_a,
+        httpx.AsyncClient(base_url=b.url, timeout=10) as on_b,
+    ):
+        call = Call(on_a)
+        try:
+            for subject in TONES:
+                await call.connect(subject)
+            await call.command("sup-1", "start_whisper")
+            await call.command("sup-1", "press_talk")
+            await call.hear({"agent": {"cust", "sup-1"}, "cust": {"agent"}})
+            first = await leases.owner(ROOM)
+
+            a.kill()  # push-to-talk still held; the clients come back through b
+            killed = time.monotonic()
+            call.http = on_b
+            for person in call.people.values():
+                person.http = on_b
+            for subject in TONES:
+                await reconnect(call, subject, within_s=20)
+            await call.hear({"agent": {"cust"}, "cust": {"agent"}, "sup-1": set()})
+            back_s = time.monotonic() - killed
+            taken = await leases.owner(ROOM)
+
+            await call.command("sup-1", "start_whisper")  # the coach asks again
+            await call.command("sup-1", "press_talk")
+            await call.hear({"agent": {"cust", "sup-1"}, "cust": {"agent"}})
+            envelopes = await store.read(ROOM)  # before the hang-ups add theirs
+        finally:
+            await call.close()
+
+    print(f"back on the call {back_s:.1f} s after kill -9 of the host")
+    assert first is not None
+    assert taken is not None
+    assert (taken.epoch, taken.worker != first.worker) == (first.epoch + 1, True)
+    assert back_s < 15
+    assert call.people["cust"].hears_db(TONES["sup-1"], since=0) < SILENT_DB  # at no moment
+    assert [e.version for e in envelopes] == list(range(1, len(envelopes) + 1))
+    left = [e.event for e in envelopes if isinstance(e.event, ParticipantLeft)]
+    assert sorted(event.subject for event in left) == sorted(TONES)  # each once, no double
+    assert {event.reason for event in left} == {LeaveReason.WORKER_LOST}
+    joins = [e.event for e in envelopes if isinstance(e.event, ParticipantJoined)]
+    assert [(j.subject, j.worker) for j in joins] == [
+        *((subject, first.worker) for subject in TONES),
+        *((subject, taken.worker) for subject in TONES),
+    ]

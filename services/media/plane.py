@@ -29,6 +29,8 @@ from aiortc import RTCConfiguration, RTCPeerConnection, RTCSessionDescription
 from aiortc.exceptions import InvalidAccessError, InvalidStateError
 from aiortc.mediastreams import MediaStreamTrack
 from prometheus_client import Counter
+from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
 
 from events.errors import StoreUnavailable
 from events.retry import Backoff
@@ -56,6 +58,7 @@ from services.settings import Settings
 log = logging.getLogger(__name__)
 
 ROOMS_LOST = Counter("earpiece_rooms_lost", "Rooms dropped because another worker took their lease")
+ROOMS_TAKEN = Counter("earpiece_rooms_taken", "Rooms this worker took the lease of to host them")
 
 Direction = Literal["publish", "receive"]
 
@@ -176,6 +179,7 @@ class MediaPlane:
             await self.on_room_taken(lease)
         room = self.rooms.get(room_id)  # made by another request while this one waited
         if room is None:
+            ROOMS_TAKEN.inc()
             room = self.rooms[room_id] = MediaRoom(
                 lease, self.reader, self.client, self.settings.coach_slots, self._closed
             )
@@ -367,3 +371,21 @@ class MediaPlane:
                 answer, listen=self.settings.ice_addresses[0], announced=announced
             )
         return answer
+
+
+class PlaneMetrics(Collector):
+    """Prometheus's view of a media plane at each scrape: rooms hosted, sessions by direction."""
+
+    def __init__(self, plane: MediaPlane) -> None:
+        self.plane = plane
+
+    def collect(self) -> Iterator[Metric]:
+        rooms = self.plane.rooms.values()
+        yield GaugeMetricFamily("earpiece_rooms", "Rooms this worker hosts", len(rooms))
+        sessions = GaugeMetricFamily(
+            "earpiece_sessions", "WebRTC sessions this worker hosts", labels=["direction"]
+        )
+        for direction in ("publish", "receive"):
+            count = sum(s.direction == direction for room in rooms for s in room.sessions.values())
+            sessions.add_metric([direction], count)
+        yield sessions

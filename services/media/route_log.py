@@ -50,6 +50,9 @@ class RouteChange(msgspec.Struct, frozen=True, kw_only=True):
 _decoder = msgspec.json.Decoder(RouteChange)
 
 
+ROUTE_CHANGES = Counter(
+    "earpiece_route_changes", "Audio routes the media plane applied, removed or refused", ["op"]
+)
 DROPPED_CHANGES = Counter(
     "earpiece_route_log_dropped", "Route changes dropped from a full route log while Redis was away"
 )
@@ -68,6 +71,7 @@ class RouteLog:
         self._writer: asyncio.Task[None] | None = None
 
     def record(self, op: RouteOp, route: AudioRoute, version: int, detail: str = "") -> None:
+        ROUTE_CHANGES.labels(op.value).inc()
         change = RouteChange(
             op=op,
             producer=route.producer,

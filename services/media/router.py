@@ -31,6 +31,12 @@ from services.media.opus_forwarding import OpusPacket, SlotTrack
 log = logging.getLogger(__name__)
 security_log = logging.getLogger("earpiece.security")
 
+FORWARDED_PACKETS = Counter(
+    "earpiece_forwarded_packets", "Opus packets handed to a consumer's slot, one per slot fed"
+)
+FORWARDED_BYTES = Counter(
+    "earpiece_forwarded_bytes", "Opus payload bytes handed to consumers' slots, per slot fed"
+)
 FORBIDDEN_ROUTES = Counter(
     "earpiece_forbidden_routes",
     "Connections the router refused to make because of whisper separation",
@@ -74,6 +80,9 @@ class Producer:
     def deliver(self, packet: OpusPacket) -> None:
         """Forward one received packet to every slot this producer is connected to."""
         self.packets += 1
+        if self._tracks:
+            FORWARDED_PACKETS.inc(len(self._tracks))
+            FORWARDED_BYTES.inc(len(self._tracks) * len(packet.payload))
         for track in self._tracks:
             track.push(packet, self)
 

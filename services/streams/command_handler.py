@@ -14,7 +14,7 @@ import weakref
 from collections.abc import Awaitable, Callable
 
 import msgspec
-from prometheus_client import Counter
+from prometheus_client import Counter, Histogram
 
 from events.envelope import new_event_id
 from events.errors import Fenced, WrongExpectedVersion
@@ -27,6 +27,13 @@ from services.streams.room_states import RoomStates
 FENCED_WRITES = Counter(
     "earpiece_fenced_writes",
     "Writes about sessions refused because another worker took their room's lease since",
+)
+
+
+APPEND_SECONDS = Histogram(
+    "earpiece_append_seconds",
+    "Time to append a command's events to the room's stream (each attempt)",
+    buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5),
 )
 
 
@@ -101,16 +108,17 @@ class CommandHandler:
             if not decision:
                 return Unchanged(version=state.version)
             try:
-                result = await self.store.append(
-                    room_id,
-                    decision,
-                    expected_version=state.version,
-                    actor=actor.subject,
-                    idempotency_key=idempotency_key,
-                    causation_id=causation_id,
-                    correlation_id=correlation_id,
-                    epoch=epoch,
-                )
+                with APPEND_SECONDS.time():
+                    result = await self.store.append(
+                        room_id,
+                        decision,
+                        expected_version=state.version,
+                        actor=actor.subject,
+                        idempotency_key=idempotency_key,
+                        causation_id=causation_id,
+                        correlation_id=correlation_id,
+                        epoch=epoch,
+                    )
             except Fenced:
                 FENCED_WRITES.inc()
                 raise

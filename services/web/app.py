@@ -14,7 +14,7 @@ from collections.abc import AsyncIterator
 import httpx
 import msgspec
 import redis.asyncio as redis
-from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, CollectorRegistry, generate_latest
 from redis.exceptions import RedisError
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
@@ -39,7 +39,7 @@ from services.errors import (
     NotFound,
     TokenRefused,
 )
-from services.media.plane import MediaPlane
+from services.media.plane import MediaPlane, PlaneMetrics
 from services.media.route_log import RouteLog
 from services.redis_clients import dedicated_client
 from services.settings import Settings
@@ -91,6 +91,8 @@ class Api:
         self.rates = Rates(settings)
         self.workers = Workers()
         """The projections and watchers running beside the app, restarted if they fail."""
+        self.metrics_registry = CollectorRegistry()
+        """This app's own metrics, beside the process's counters."""
 
     async def queue_of(self, room_id: str) -> str:
         return (await self.states.current(room_id)).queue
@@ -114,7 +116,8 @@ class Api:
         given = request.headers.get("authorization", "").removeprefix("Bearer ")
         if not hmac.compare_digest(given.encode(), self.settings.metrics_token.encode()):
             raise TokenRefused("send Authorization: Bearer <EARPIECE_METRICS_TOKEN>")
-        return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
+        body = generate_latest(REGISTRY) + generate_latest(self.metrics_registry)
+        return Response(body, media_type=CONTENT_TYPE_LATEST)
 
     async def post_command(self, request: Request) -> Response:
         room_id = room_id_of(request)
@@ -181,6 +184,7 @@ def create_app(settings: Settings, client: redis.Redis, worker_id: str | None = 
     reader = StreamReader(api.store, reader_client)
     media = MediaPlane(settings, reader, client, worker_id)
     api.presence.load = lambda: len(media.rooms)
+    api.metrics_registry.register(PlaneMetrics(media))
     # WHIP/WHEP of rooms hosted elsewhere go on to their worker, which may take a while to answer.
     forwarding = httpx.AsyncClient(timeout=settings.connect_timeout_s)
     signaling = Signaling(media, api.commands, api.verifier, api.presence, api.rates, forwarding)

@@ -183,6 +183,9 @@ async def test_any_worker_answers_whip_and_whep_for_a_room_hosted_by_another(
         async with asyncio.timeout(10):  # the agent hears the customer, through the host
             while agent.hears_db(500, since=0) < -15:
                 await asyncio.sleep(0.2)
+        hosted = [await metric(http, "earpiece_rooms") for http in (on_a, on_b)]
+        assert hosted == [1, 0]
+        assert await metric(on_a, "earpiece_forwarded_packets_total") > 0
         for location in agent.locations:  # hung up through the worker it was set up through
             assert (await on_b.delete(location, headers=agent.headers)).status_code == 200
         agent.locations.clear()

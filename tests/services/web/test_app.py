@@ -329,6 +329,7 @@ async def test_metrics_answer_only_the_scrape_token(
             await service.http.get("/metrics", headers=headers)
             for headers in ({}, bearer("scrapes"), bearer(token(Role.SUPERVISOR)))
         ]
+        joined = await command(service.http, token(Role.AGENT), {"command": "join"})
         scraped = await service.http.get("/metrics", headers=bearer("scrape"))
 
     assert [answer.status_code for answer in refused] == [401, 401, 401]
@@ -336,3 +337,10 @@ async def test_metrics_answer_only_the_scrape_token(
     assert scraped.headers["content-type"].startswith("text/plain")
     assert "earpiece_fenced_writes_total" in scraped.text
     assert "earpiece_forbidden_routes_total" in scraped.text
+    assert joined.status_code == 201
+    metrics = dict(
+        line.rsplit(" ", 1) for line in scraped.text.splitlines() if not line.startswith("#")
+    )
+    assert metrics["earpiece_rooms"] == "0.0"  # a join without media hosts nothing
+    assert metrics['earpiece_sessions{direction="publish"}'] == "0.0"
+    assert float(metrics["earpiece_append_seconds_count"]) >= 1

@@ -89,6 +89,15 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     """The address clients must use instead, behind 1:1 NAT (mediasoup's announcedAddress)."""
     ice_allowed_networks: tuple[str, ...] = ("127.0.0.0/8", "::1/128")
     """Remote candidates outside these are dropped before any connectivity check is sent."""
+    turn_urls: tuple[str, ...] = ()
+    """TURN servers the pages may relay through (``turn:host:3478?transport=udp``...): coturn
+    with ``use-auth-secret``, credentials minted here (services/media/ice.py)."""
+    turn_secret: str | None = None
+    """coturn's ``static-auth-secret``, which the credentials are signed with."""
+    turn_ttl_s: float = 12 * 3600
+    """How long a minted TURN credential lasts: past the longest call (relays refresh with it)."""
+    ice_transport_policy: str = "all"
+    """``relay``: pages use TURN relays only (their own addresses never reach anyone)."""
     connect_timeout_s: float = 15.0
     """A WebRTC session not connected this long after its answer is ended (and its seat freed)."""
     metrics_token: str | None = None
@@ -115,6 +124,14 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
             raise SettingsError("EARPIECE_MAX_CONNECTIONS", "serve at least one connection")
         if self.connections_per_s < 0:
             raise SettingsError("EARPIECE_CONNECTIONS_PER_S", "0 (no limit) or a rate above 0")
+        if self.turn_urls and not self.turn_secret:
+            raise SettingsError("EARPIECE_TURN_SECRET", "TURN servers need coturn's auth secret")
+        if any(not url.startswith(("turn:", "turns:")) for url in self.turn_urls):
+            raise SettingsError("EARPIECE_TURN_URLS", "each is turn:host[:port] or turns:...")
+        if self.ice_transport_policy not in ("all", "relay"):
+            raise SettingsError("EARPIECE_ICE_TRANSPORT_POLICY", "all or relay")
+        if self.ice_transport_policy == "relay" and not self.turn_urls:
+            raise SettingsError("EARPIECE_ICE_TRANSPORT_POLICY", "relay needs EARPIECE_TURN_URLS")
         if not 0 < self.lease_renew_s < self.lease_s:
             raise SettingsError("EARPIECE_LEASE_RENEW_S", "renew more often than leases lapse")
         if self.head_timeout_s <= 0:
@@ -219,8 +236,12 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
             "EARPIECE_METRICS_TOKEN": "metrics_token",
             "EARPIECE_LEASE_RENEW_S": "lease_renew_s",
             "EARPIECE_CONNECT_TIMEOUT_S": "connect_timeout_s",
+            "EARPIECE_TURN_URLS": "turn_urls",
+            "EARPIECE_TURN_SECRET": "turn_secret",
+            "EARPIECE_TURN_TTL_S": "turn_ttl_s",
+            "EARPIECE_ICE_TRANSPORT_POLICY": "ice_transport_policy",
         }
-        lists = {"jwt_algorithms", "ice_addresses", "ice_allowed_networks"}
+        lists = {"jwt_algorithms", "ice_addresses", "ice_allowed_networks", "turn_urls"}
         given: dict[str, object] = {
             field: environ[name] for name, field in names.items() if environ.get(name)
         }

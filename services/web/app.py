@@ -189,14 +189,7 @@ def create_app(settings: Settings, client: redis.Redis, worker_id: str | None = 
     forwarding = httpx.AsyncClient(timeout=settings.connect_timeout_s)
     signaling = Signaling(media, api.commands, api.verifier, api.presence, api.rates, forwarding)
     followers = RoomFollowers(reader, api.states)
-    live = LiveChannel(
-        api.store,
-        followers,
-        api.commands,
-        api.verifier,
-        api.rates,
-        coach_slots=settings.coach_slots,
-    )
+    live = LiveChannel(api.store, followers, api.commands, api.verifier, api.rates, settings)
     lobby_changes = LobbyChanges(api.lobby, changes_client)
     lobby_socket = LobbySocket(lobby_changes, api.verifier, api.rates)
 

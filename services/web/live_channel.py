@@ -36,6 +36,7 @@ import contextlib
 import datetime as dt
 import logging
 import random
+import time
 from collections import Counter
 
 import msgspec
@@ -57,7 +58,9 @@ from projections.decider import Rejection
 from projections.views import RoomView, view_for
 from services.auth import RESUME_TTL_S, Claims, TokenVerifier
 from services.errors import RateLimited, TooManyOpen
+from services.media.ice import IceServer, ice_servers_for
 from services.media.router import slot_names
+from services.settings import Settings
 from services.streams.command_handler import Accepted, CommandHandler
 from services.streams.room_followers import RoomFollowers
 from services.web.rate_limits import Rates
@@ -91,6 +94,9 @@ class Hello(msgspec.Struct, frozen=True, tag="hello", omit_defaults=True):
     role: Role
     receive_slots: tuple[str, ...]
     opened_at: dt.datetime | None = None
+    ice_servers: tuple[IceServer, ...] = ()
+    """TURN servers for the page's peer connections, with credentials minted for it."""
+    ice_transport_policy: str = "all"
 
 
 class ResumeMessage(msgspec.Struct, frozen=True, tag="resume"):
@@ -135,15 +141,14 @@ class LiveChannel:
         commands: CommandHandler,
         verifier: TokenVerifier,
         rates: Rates,
-        *,
-        coach_slots: int = 4,
+        settings: Settings,
     ) -> None:
         self.store = store
         self.followers = followers
         self.commands = commands
         self.verifier = verifier
         self.rates = rates
-        self.coach_slots = coach_slots
+        self.settings = settings
         self._open: Counter[tuple[str, str]] = Counter()
         """Live sockets per (room, subject)."""
 
@@ -185,11 +190,17 @@ class LiveChannel:
         return claims
 
     async def _hello(self, room_id: str, claims: Claims) -> Hello:
-        slots = slot_names(claims.role, self.coach_slots)
-        if claims.role is not Role.SUPERVISOR:
-            return Hello(claims.role, slots)  # the first event may be a supervisor's
-        first = await self.store.read(room_id, count=1)
-        return Hello(claims.role, slots, first[0].time if first else None)
+        opened_at = None  # for a supervisor only: the first event may be a supervisor's
+        if claims.role is Role.SUPERVISOR:
+            first = await self.store.read(room_id, count=1)
+            opened_at = first[0].time if first else None
+        return Hello(
+            claims.role,
+            slot_names(claims.role, self.settings.coach_slots),
+            opened_at,
+            ice_servers_for(self.settings, claims.sub, time.time()),
+            self.settings.ice_transport_policy,
+        )
 
     async def _send_views(self, websocket: WebSocket, room_id: str, claims: Claims) -> None:
         """The role's view now, then again each time an event of the room changes it."""

@@ -58,7 +58,7 @@ export function runCallControls(channel, leg, role, drawView) {
       stopped = refusal; // before any slot: nothing can be joined
       channel.close();
     } else {
-      leg.slots = event.detail.receive_slots;
+      leg.greeted(event.detail);
     }
     draw();
   });

@@ -254,7 +254,7 @@ function followRoom(room, draw, leave, releaseTalk) {
       draw();
       return;
     }
-    room.leg.slots = event.detail.receive_slots;
+    room.leg.greeted(event.detail);
     room.openedAt = event.detail.opened_at ? Date.parse(event.detail.opened_at) : null;
     drawDuration(room);
     draw();

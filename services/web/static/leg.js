@@ -18,6 +18,7 @@ import { Backoff } from "./backoff.js";
 import { SessionRefused, microphone, play, publish, receive } from "./media.js";
 
 /** @typedef {import("./link.js").Credentials} Credentials */
+/** @typedef {import("./live_channel.js").Hello} Hello */
 /** @typedef {import("./media.js").MediaSession} MediaSession */
 /** @typedef {import("./media.js").OnTrack} OnTrack */
 
@@ -84,6 +85,8 @@ export class Leg extends EventTarget {
     this.credentials = credentials;
     /** @type {string[] | null} the receive slots, from the server's hello */
     this.slots = null;
+    /** @type {RTCConfiguration} the TURN servers and ICE policy, from the server's hello */
+    this.ice = { iceServers: [] };
     /** @type {MediaStreamTrack | null} */
     this.mic = null;
     /** @type {MediaSession | null} */
@@ -105,6 +108,22 @@ export class Leg extends EventTarget {
     this.dropTimer = undefined;
     /** @type {number | undefined} */
     this.connectTimer = undefined;
+  }
+
+  /**
+   * What the server's hello says the leg needs: its receive slots, and how to reach the media.
+   * @param {Hello} hello
+   */
+  greeted(hello) {
+    this.slots = hello.receive_slots;
+    this.ice = {
+      iceServers: (hello.ice_servers ?? []).map(({ urls, username, credential }) => ({
+        urls,
+        username,
+        credential,
+      })),
+      iceTransportPolicy: hello.ice_transport_policy ?? "all",
+    };
   }
 
   /** In the call: joined and not hung up, even while reconnecting. */
@@ -229,14 +248,14 @@ export class Leg extends EventTarget {
       this.mic = mic;
       this.mic.enabled = enabled;
     }
-    const sending = await publish(room, token, this.mic);
+    const sending = await publish(room, token, this.mic, this.ice);
     if (generation !== this.generation) {
       sending.close(); // hung up meanwhile
       return;
     }
     this.sending = sending;
     this.watch(sending.pc, generation);
-    const receiving = await receive(room, token, slots, (slot, track) => {
+    const receiving = await receive(room, token, slots, this.ice, (slot, track) => {
       if (generation !== this.generation) return;
       this.tracks.set(slot, track);
       play(track, slot);

@@ -101,7 +101,10 @@ import { Backoff } from "./backoff.js";
  * @property {"customer" | "agent" | "supervisor"} role
  * @property {string[]} receive_slots one WHEP track per slot, in this order
  * @property {string} [opened_at] to supervisors only: when the room's first event was stored
+ * @property {IceServer[]} [ice_servers] TURN servers, with credentials minted for this page
+ * @property {"all" | "relay"} [ice_transport_policy] relay: through the TURN servers only
  */
+/** @typedef {{urls: string[], username: string, credential: string}} IceServer */
 /**
  * To customers and agents: a token of the service's own to reconnect with (the live socket and
  * the media), at once and again before each runs out, so that the call outlives the link's.

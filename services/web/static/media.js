@@ -68,9 +68,10 @@ export class MediaSession {
  * @param {string} room
  * @param {string} token
  * @param {MediaStreamTrack} track
+ * @param {RTCConfiguration} ice the TURN servers and ICE policy the server's hello gave
  */
-export async function publish(room, token, track) {
-  const pc = new RTCPeerConnection({ iceServers: [] });
+export async function publish(room, token, track, ice) {
+  const pc = new RTCPeerConnection(ice);
   pc.addTransceiver(track, { direction: "sendonly" });
   return negotiate(pc, `/rooms/${encodeURIComponent(room)}/whip`, token);
 }
@@ -80,10 +81,11 @@ export async function publish(room, token, track) {
  * @param {string} room
  * @param {string} token
  * @param {string[]} slots
+ * @param {RTCConfiguration} ice
  * @param {OnTrack} onTrack
  */
-export async function receive(room, token, slots, onTrack) {
-  const pc = new RTCPeerConnection({ iceServers: [] });
+export async function receive(room, token, slots, ice, onTrack) {
+  const pc = new RTCPeerConnection(ice);
   const transceivers = slots.map(() => pc.addTransceiver("audio", { direction: "recvonly" }));
   pc.addEventListener("track", (event) => {
     const index = transceivers.indexOf(event.transceiver);

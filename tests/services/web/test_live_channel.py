@@ -16,10 +16,12 @@ from websockets.asyncio.client import ClientConnection
 
 from events.room import Role
 from services.bench.pages import blocking_read_ids
+from services.media.ice import turn_credential
+from services.redis_server import RedisServer
 from services.settings import Settings
 from services.web.live_channel import PAUSE_S, REFUSALS_BEFORE_PAUSE
 from services.web.rate_limits import Rates
-from tests.support import RunningService, token
+from tests.support import RunningService, running_service, token
 
 pytestmark = pytest.mark.newest_redis
 
@@ -240,6 +242,21 @@ async def test_hello_tells_a_page_its_receive_slots_and_only_supervisors_when_th
     assert agent["receive_slots"] == ["customer", "coach-1", "coach-2", "coach-3", "coach-4"]
     assert supervisor["receive_slots"] == ["customer", "agent"]
     assert supervisor["opened_at"].startswith("20")
+
+
+async def test_with_turn_the_hello_gives_each_page_a_credential_minted_for_its_subject(
+    redis_server: RedisServer, redis_client: redis.Redis
+) -> None:
+    turn = {"turn_urls": ("turn:127.0.0.1:3478",), "turn_secret": "s", "turn_ttl_s": 600}
+    async with running_service(redis_server.url, redis_client, **turn) as service:
+        hello = await first_message(service, Role.CUSTOMER, sub="cust")
+
+    [server] = hello["ice_servers"]
+    expires_at, subject = server["username"].split(":")
+    assert (server["urls"], subject) == (["turn:127.0.0.1:3478"], "cust")
+    assert abs(int(expires_at) - (time.time() + 600)) < 5
+    assert server["credential"] == turn_credential("s", "cust", int(expires_at))[1]
+    assert "ice_transport_policy" not in hello  # "all", the default
 
 
 async def test_pages_closed_1011_when_their_redis_connection_drops_and_a_new_page_catches_up(

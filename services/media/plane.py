@@ -288,6 +288,8 @@ class MediaPlane:
         await asyncio.gather(*(room.stop() for room in rooms))
         for room in rooms:  # the process is going: what Redis has not taken by now is lost
             room.route_log.close()
+            with contextlib.suppress(StoreUnavailable):  # else it lapses in lease_s
+                await self.leases.release(room.lease)  # the next session places it at once
 
     async def _replace(
         self, room_id: str, actor: Actor, direction: Direction

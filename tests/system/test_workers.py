@@ -267,3 +267,19 @@ async def test_kill_9_of_the_host_moves_the_call_to_the_other_worker_and_fails_c
         *((subject, first.worker) for subject in TONES),
         *((subject, taken.worker) for subject in TONES),
     ]
+
+
+async def test_a_worker_that_stops_gives_its_rooms_up_at_once(
+    workers: list[ServiceProcess], redis_client: redis.Redis, people: list[Participant]
+) -> None:
+    a, _ = workers
+    leases = RoomLeases(redis_client, EventStore(redis_client).keys)
+    async with httpx.AsyncClient(base_url=a.url, timeout=10) as on_a:
+        customer = Participant(on_a, ROOM, token(Role.CUSTOMER, sub="cust"))
+        people.append(customer)
+        await customer.publish(ToneTrack(500))
+        assert await leases.owner(ROOM) is not None
+
+        a.stop()  # SIGTERM: a drains
+
+    assert await leases.owner(ROOM) is None  # released, not left to lapse

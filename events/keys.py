@@ -14,6 +14,7 @@ can write the room's stream, its idempotency record and the feed together::
     earpiece:{p3}:room:<room>:epoch      the room's lease epoch: one more at each new owner
     earpiece:{p3}:feed                   every event of the partition's rooms, in commit order
     earpiece:{p3}:quarantine             feed entries that could not be read
+    earpiece:{p3}:reader:<id>:wake       a stream reader's wake-ups: appended to re-arm its read
     earpiece:{p3}:lobby                  the partition's live rooms, for supervisors' lobbies
     earpiece:{p3}:lobby-changes          (Pub/Sub channel) the queue of each changed lobby entry
 
@@ -22,7 +23,6 @@ Workers, each key on its own (no script touches two of them):
     earpiece:workers                     every registered worker process: id → when it started
     earpiece:worker:<id>                 its lease, renewed while it lives (expires when not)
     earpiece:worker:<id>:rooms           the rooms in which its sessions hold someone's presence
-    earpiece:reader:<id>:wake            a stream reader's wake-ups: appended to re-arm its read
     earpiece:unattached-joins            (sorted by deadline) "<room> <subject>" of HTTP joins
                                          that no media session has followed yet
 
@@ -110,8 +110,9 @@ class KeySpace:
     def worker_rooms(self, worker_id: str) -> str:
         return f"{self.namespace}:worker:{worker_id}:rooms"
 
-    def reader_wake(self, reader_id: str) -> str:
-        return f"{self.namespace}:reader:{reader_id}:wake"
+    def reader_wake(self, reader_id: str, partition: int) -> str:
+        """A stream reader's wake stream for its read of ``partition``, in that slot."""
+        return f"{self._tag(partition)}:reader:{reader_id}:wake"
 
     def unattached_joins(self) -> str:
         return f"{self.namespace}:unattached-joins"

@@ -40,15 +40,22 @@ redis.call('SET', KEYS[1], epoch .. ' ' .. ARGV[1], 'PX', ARGV[2])
 return {'acquired', epoch}
 """
 
-# KEYS: owner, epoch. ARGV: worker, epoch, ttl (ms). 1 if still held (renewed), else 0.
+# KEYS: owner and epoch of each room, in pairs. ARGV: ttl (ms), then worker and epoch of each.
+# For each room, 1 if still held (renewed), else 0.
 _RENEW = """
-local mine = ARGV[2] .. ' ' .. ARGV[1]
-local owner = redis.call('GET', KEYS[1])
-if owner == mine or (not owner and redis.call('GET', KEYS[2]) == ARGV[2]) then
-  redis.call('SET', KEYS[1], mine, 'PX', ARGV[3])
-  return 1
+local held = {}
+for i = 1, #KEYS / 2 do
+  local epoch = ARGV[2 * i + 1]
+  local mine = epoch .. ' ' .. ARGV[2 * i]
+  local owner = redis.call('GET', KEYS[2 * i - 1])
+  if owner == mine or (not owner and redis.call('GET', KEYS[2 * i]) == epoch) then
+    redis.call('SET', KEYS[2 * i - 1], mine, 'PX', ARGV[1])
+    held[i] = 1
+  else
+    held[i] = 0
+  end
 end
-return 0
+return held
 """
 
 # KEYS: owner. ARGV: worker, epoch.
@@ -95,17 +102,21 @@ class RoomLeases:
         return Lease(room_id, worker, int(epoch))
 
     async def renew(self, leases: Sequence[Lease]) -> list[Lease]:
-        """Renew ``leases`` in one round trip; returns those that were lost (another worker
-        took the room), which their holder must stop hosting at once."""
-        if not leases:
-            return []
-        async with self.client.pipeline(transaction=False) as pipe:
-            for lease in leases:
-                keys = self._keys(lease.room_id)
-                args: list[str | int] = [lease.worker, lease.epoch, self.lease_ms]
-                await self._renew(keys=keys, args=args, client=pipe)
-            held = await self._call(pipe.execute())
-        return [lease for lease, renewed in zip(leases, held, strict=True) if not renewed]
+        """Renew ``leases``, one script per partition: its rooms share a
+        hash tag, so one call renews them on a Redis Cluster too. Returns those that were lost
+        (another worker took the room), which their holder must stop hosting at once."""
+        by_partition: dict[int, list[Lease]] = {}
+        for lease in leases:
+            by_partition.setdefault(self.keys.partition_of(lease.room_id), []).append(lease)
+        lost: list[Lease] = []
+        for batch in by_partition.values():
+            keys = [key for lease in batch for key in self._keys(lease.room_id)]
+            args: list[str | int] = [self.lease_ms]
+            for lease in batch:
+                args += [lease.worker, lease.epoch]
+            held = await self._call(self._renew(keys=keys, args=args))
+            lost += [lease for lease, renewed in zip(batch, held, strict=True) if not renewed]
+        return lost
 
     async def release(self, lease: Lease) -> None:
         """Give the room up (its last session ended, or the worker drains): the next session

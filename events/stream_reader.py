@@ -1,12 +1,15 @@
-"""One blocking read per process over every room stream it follows.
+"""One blocking read per process and partition over every room stream it follows.
 
 A route reconciler or a page follower per room, each blocked in its own ``XREAD``, would hold one
-Redis connection per room, and a few hundred rooms exhaust any pool. Instead one loop reads every
-followed stream in a single ``XREAD BLOCK`` over many keys, on a connection of its own, and hands
-each entry to the room's followers in this process. The read is re-armed as rooms come and go: a
-new follower appends to the reader's own *wake* stream, which the blocked read watches too, so it
-returns at once and the next read includes the new room. The wake stream is read on from the last
-id seen, so a wake that lands before the read it was meant for is not lost either.
+Redis connection per room, and a few hundred rooms exhaust any pool. Instead one loop per
+partition reads every followed stream of the partition in a single ``XREAD BLOCK`` over many
+keys, and hands each entry to the room's followers in this process. A partition's keys share a
+hash tag, so that one read is one slot's, as a Redis Cluster requires (``keys.py``); with one
+partition (the default) there is one loop. The read is re-armed as rooms come and go: a new
+follower appends to the loop's own *wake* stream (in the partition's slot too), which the
+blocked read watches, so it returns at once and the next read includes the new room. The wake
+stream is read on from the last id seen, so a wake that lands before the read it was meant for
+is not lost either.
 
 Each follower has its own queue. A follower that falls ``backlog`` entries behind, or one of a
 room whose entry cannot be read, is ended with the error (StoreUnavailable, MalformedEvent); when
@@ -46,6 +49,21 @@ class _Follower:
         self.queue: asyncio.Queue[Envelope | Exception] = asyncio.Queue()
 
 
+class _Partition:
+    """The reader's loop over one partition's followed rooms, and what it knows of its read."""
+
+    def __init__(self, wake_key: str) -> None:
+        self.wake_key = wake_key
+        self.wake_seen = "0-0"
+        self.followers: dict[str, set[_Follower]] = {}
+        self.wanted = asyncio.Event()
+        """Set while someone follows a room of the partition: the loop reads only then."""
+        self.in_read = False
+        """A read may be on its way that lacks a follower added since: wake it."""
+        self.woken = False
+        self.loop: asyncio.Task[None] | None = None
+
+
 class StreamReader:
     def __init__(
         self,
@@ -56,36 +74,30 @@ class StreamReader:
         count: int = 500,
         backlog: int = 10_000,
     ) -> None:
-        """``reads`` is a connection of the reader's own (the blocking read holds it); wakes and
-        everything else go through ``store``'s client."""
+        """``reads`` has connections of the reader's own, one per partition (each blocking read
+        holds one); wakes and everything else go through ``store``'s client."""
         self.store = store
         self.reads = reads
         self.block_ms = block_ms
         self.count = count
         self.backlog = backlog
-        self.wake_key = store.keys.reader_wake(uuid.uuid4().hex)
-        self._wake_seen = "0-0"
-        self._followers: dict[str, set[_Follower]] = {}
-        self._wanted = asyncio.Event()
-        """Set while someone follows a room: the loop reads only then."""
-        self._in_read = False
-        """A read may be on its way that lacks a follower added since: wake it."""
-        self._woken = False
-        self._loop: asyncio.Task[None] | None = None
+        self.id = uuid.uuid4().hex
+        self._partitions: dict[int, _Partition] = {}
 
     @property
     def rooms(self) -> int:
         """How many rooms are followed now."""
-        return len(self._followers)
+        return sum(len(partition.followers) for partition in self._partitions.values())
 
     async def follow(self, room_id: str, *, after_version: int = 0) -> AsyncGenerator[Envelope]:
         """Every envelope of the room above ``after_version``, then each new one as it is
         appended, until closed; raises StoreUnavailable or MalformedEvent when the room can no
         longer be followed (follow it again to go on)."""
         follower = _Follower(check_room_id(room_id), after_version)
-        self._followers.setdefault(room_id, set()).add(follower)
+        partition = self._partition(self.store.keys.partition_of(room_id))
+        partition.followers.setdefault(room_id, set()).add(follower)
         try:
-            await self._rearm()
+            await self._rearm(partition)
             while True:
                 # A cancellation redis-py absorbed on the way here (say, in the caller's read of
                 # the room's state) must still end the follow, not wait on the queue for good.
@@ -96,68 +108,79 @@ class StreamReader:
                     raise _fresh(item) from item
                 yield item
         finally:
-            self._forget(follower)
+            self._forget(partition, follower)
 
     async def close(self) -> None:
         """Stop reading: every follower raises StoreUnavailable."""
-        if self._loop is not None:
-            self._loop.cancel()
-            await asyncio.gather(self._loop, return_exceptions=True)
-        self._end_all(StoreUnavailable("the service is shutting down"))
-        with contextlib.suppress(RedisError):  # else it expires by itself
-            await self.store.client.delete(self.wake_key)
+        loops = [p.loop for p in self._partitions.values() if p.loop is not None]
+        for loop in loops:
+            loop.cancel()
+        await asyncio.gather(*loops, return_exceptions=True)
+        for partition in self._partitions.values():
+            self._end_all(partition, StoreUnavailable("the service is shutting down"))
+            with contextlib.suppress(RedisError):  # else it expires by itself
+                await self.store.client.delete(partition.wake_key)
 
-    async def _rearm(self) -> None:
-        """Have the loop read the streams as they are followed now."""
-        if self._loop is None or self._loop.done():
-            self._loop = asyncio.create_task(self._read_all(), name="stream reader")
-        self._wanted.set()
-        if not self._in_read or self._woken:
+    def _partition(self, number: int) -> _Partition:
+        partition = self._partitions.get(number)
+        if partition is None:
+            wake_key = self.store.keys.reader_wake(self.id, number)
+            partition = self._partitions[number] = _Partition(wake_key)
+        return partition
+
+    async def _rearm(self, partition: _Partition) -> None:
+        """Have the partition's loop read its streams as they are followed now."""
+        if partition.loop is None or partition.loop.done():
+            reading = self._read_all(partition)
+            partition.loop = asyncio.create_task(reading, name="stream reader")
+        partition.wanted.set()
+        if not partition.in_read or partition.woken:
             return  # the next read is built after this follower was added (or a wake is out)
-        self._woken = True
+        partition.woken = True
         try:
             async with self.store.client.pipeline(transaction=False) as pipe:
-                pipe.xadd(self.wake_key, {"w": b""}, maxlen=1, approximate=False)
-                pipe.pexpire(self.wake_key, WAKE_TTL_MS)
+                pipe.xadd(partition.wake_key, {"w": b""}, maxlen=1, approximate=False)
+                pipe.pexpire(partition.wake_key, WAKE_TTL_MS)
                 await pipe.execute()
         except RedisError as exc:
             # The read ends within block_ms by itself and the next one includes the room.
             log.debug("could not wake the stream reader: %s", exc)
 
-    async def _read_all(self) -> None:
+    async def _read_all(self, partition: _Partition) -> None:
         backoff = Backoff()
         while True:
             raise_if_cancelling()
-            if not self._followers:
-                self._wanted.clear()
-                await self._wanted.wait()
+            followed = partition.followers
+            if not followed:
+                partition.wanted.clear()
+                await partition.wanted.wait()
                 continue
-            self._in_read, self._woken = True, False
-            rooms = {self.store.keys.room(room_id): room_id for room_id in self._followers}
-            positions = [
-                f"{min(f.position for f in followers)}-0" for followers in self._followers.values()
-            ]
+            partition.in_read, partition.woken = True, False
+            rooms = {self.store.keys.room(room_id): room_id for room_id in followed}
+            positions = [f"{min(f.position for f in each)}-0" for each in followed.values()]
             try:
                 reply = await self.reads.execute_command(  # type: ignore[no-untyped-call]
-                    "XREAD", "COUNT", self.count, "BLOCK", self.block_ms,
-                    "STREAMS", self.wake_key, *rooms, self._wake_seen, *positions,
+                    "XREAD", "COUNT", self.count, "BLOCK", self.block_ms, "STREAMS",
+                    partition.wake_key, *rooms, partition.wake_seen, *positions,
                 )  # fmt: skip
             except RedisError as exc:
-                self._in_read = False
-                self._end_all(StoreUnavailable(f"reading the room streams failed: {exc}"))
+                partition.in_read = False
+                self._end_all(
+                    partition, StoreUnavailable(f"reading the room streams failed: {exc}")
+                )
                 log.warning("stream reader: %s; reading again in %.1f s", exc, backoff.next_s())
                 await backoff.wait()
                 continue
-            self._in_read = False
+            partition.in_read = False
             backoff.reset()
             for key, entries in _streams(reply):
-                if key == self.wake_key.encode():
-                    self._wake_seen = entries[-1][0].decode()
+                if key == partition.wake_key.encode():
+                    partition.wake_seen = entries[-1][0].decode()
                 elif (room_id := rooms.get(key.decode())) is not None:
-                    self._deliver(room_id, entries)
+                    self._deliver(partition, room_id, entries)
 
-    def _deliver(self, room_id: str, entries: list[Any]) -> None:
-        followers = self._followers.get(room_id, set())
+    def _deliver(self, partition: _Partition, room_id: str, entries: list[Any]) -> None:
+        followers = partition.followers.get(room_id, set())
         for entry_id, fields in entries:
             version = version_of(entry_id)
             # Only to those whose last event is the one before: a follower further behind (it
@@ -170,33 +193,34 @@ class StreamReader:
                 envelope = self.store.decode_entry(room_id, entry_id, fields)
             except MalformedEvent as exc:
                 for follower in list(followers):
-                    self._end(follower, exc)
+                    self._end(partition, follower, exc)
                 return
             for follower in behind:
                 if follower.queue.qsize() >= self.backlog:
-                    self._end(follower, StoreUnavailable(f"fell {self.backlog} events behind"))
+                    failure = StoreUnavailable(f"fell {self.backlog} events behind")
+                    self._end(partition, follower, failure)
                     continue
                 follower.queue.put_nowait(envelope)
                 follower.position = version
 
-    def _end(self, follower: _Follower, failure: Exception) -> None:
-        self._forget(follower)
+    def _end(self, partition: _Partition, follower: _Follower, failure: Exception) -> None:
+        self._forget(partition, follower)
         while not follower.queue.empty():
             follower.queue.get_nowait()
         follower.queue.put_nowait(failure)
 
-    def _end_all(self, failure: Exception) -> None:
-        for followers in list(self._followers.values()):
+    def _end_all(self, partition: _Partition, failure: Exception) -> None:
+        for followers in list(partition.followers.values()):
             for follower in list(followers):
-                self._end(follower, failure)
+                self._end(partition, follower, failure)
 
-    def _forget(self, follower: _Follower) -> None:
-        followers = self._followers.get(follower.room_id)
+    def _forget(self, partition: _Partition, follower: _Follower) -> None:
+        followers = partition.followers.get(follower.room_id)
         if followers is None:
             return
         followers.discard(follower)
         if not followers:
-            del self._followers[follower.room_id]
+            del partition.followers[follower.room_id]
 
 
 def _fresh(failure: Exception) -> Exception:

@@ -7,7 +7,8 @@ its own, so that no number of commands can starve it and no blocked read holds a
 connection. A worker with ``P`` partitions holds at most::
 
     redis_connections            the pool of short requests
-    + 1                          the stream reader: every followed room in one XREAD BLOCK
+    + P                          the stream reader: each partition's followed rooms in one
+                                 XREAD BLOCK
     + P + P                      the audit and the lobby groups' members, one per partition
     + 1                          the lobby's Pub/Sub subscription
 

@@ -24,6 +24,7 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from types import TracebackType
 
@@ -87,13 +88,16 @@ class RedisServer:
         binary: Path | None = None,
         port: int | None = None,
         appendfsync: str = "always",
+        options: Sequence[str] = (),
     ) -> None:
+        """``options``: more command-line flags (``--cluster-enabled yes``, say)."""
         self.data_dir = (
             data_dir.resolve()
         )  # redis-server changes into --dir before opening --logfile
         self.binary = binary or find_redis_server()
         self.port = port or free_loopback_port()
         self.appendfsync = appendfsync
+        self.options = tuple(options)
         self.process: subprocess.Popen[bytes] | None = None
 
     @property
@@ -148,6 +152,7 @@ class RedisServer:
             "no",
             "--logfile",
             str(self.log_path),
+            *self.options,
         ]
         self.process = subprocess.Popen(
             command, stdin=subprocess.DEVNULL, preexec_fn=_stop_when_parent_dies

@@ -179,7 +179,8 @@ def create_app(settings: Settings, client: redis.Redis, worker_id: str | None = 
         return dedicated_client(client, f"earpiece:{worker_id}:{purpose}", connections)
 
     partitions = settings.partitions
-    blocking = [own("reader"), own("audit", partitions), own("lobby", partitions), own("changes")]
+    blocking = [own("reader", partitions), own("audit", partitions), own("lobby", partitions)]
+    blocking.append(own("changes"))
     reader_client, audit_client, lobby_client, changes_client = blocking
     reader = StreamReader(api.store, reader_client)
     media = MediaPlane(settings, reader, client, worker_id)

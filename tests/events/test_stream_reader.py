@@ -11,6 +11,7 @@ import redis.asyncio as redis
 
 from events.envelope import Envelope
 from events.errors import MalformedEvent, StoreUnavailable
+from events.keys import KeySpace
 from events.room import CueSent, ParticipantJoined, Role
 from events.store import EventStore
 from events.stream_reader import StreamReader
@@ -86,6 +87,26 @@ async def test_every_room_is_followed_in_one_blocking_read(
         assert await versions(following, 3) == [2, 3], room
         await following.aclose()
     assert reader.rooms == 0
+
+
+async def test_with_partitions_each_is_read_in_a_blocking_read_of_its_own(
+    redis_client: redis.Redis, redis_server: RedisServer
+) -> None:
+    # A partition's keys share a hash tag: one read per partition is one slot's (Redis Cluster).
+    store = EventStore(redis_client, KeySpace(partitions=3))
+    rooms = [f"room-{n}" for n in range(30)]
+    async with own_reader(store, redis_server) as reader:
+        followers = {room: reader.follow(room) for room in rooms}
+        for room in rooms:
+            await append_cues(store, room, 0, 1)
+        for following in followers.values():
+            assert await versions(following, 1) == [1]
+        await asyncio.sleep(0.05)
+
+        assert len({store.keys.partition_of(room) for room in rooms}) == 3
+        assert len(await blocked_reads(redis_client)) == 3
+        for following in followers.values():
+            await following.aclose()
 
 
 async def test_a_room_followed_while_the_read_is_blocked_is_read_at_once(

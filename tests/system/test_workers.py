@@ -15,6 +15,7 @@ import httpx
 import pytest
 import redis.asyncio as redis
 from aiortc import RTCConfiguration, RTCPeerConnection
+from playwright.async_api import async_playwright
 
 from events.room import LeaveReason, ParticipantJoined, ParticipantLeft, Role
 from events.room_leases import RoomLeases
@@ -24,6 +25,8 @@ from services.redis_server import RedisServer
 from tests.support import token
 from tests.system.calls import SILENT_DB, TONES, Call
 from tests.system.processes import ServiceProcess
+from tests.system.test_browser import HEARD_DB, hears, until
+from tests.system.test_browser import Call as BrowserCall
 
 pytestmark = pytest.mark.newest_redis
 
@@ -283,3 +286,33 @@ async def test_a_worker_that_stops_gives_its_rooms_up_at_once(
         a.stop()  # SIGTERM: a drains
 
     assert await leases.owner(ROOM) is None  # released, not left to lapse
+
+
+async def test_a_chromium_page_on_the_worker_that_does_not_host_the_room_joins_the_call(
+    workers: list[ServiceProcess],
+    redis_client: redis.Redis,
+    people: list[Participant],
+    tmp_path: Path,
+) -> None:
+    a, b = workers
+    leases = RoomLeases(redis_client, EventStore(redis_client).keys)
+    async with (
+        httpx.AsyncClient(base_url=a.url, timeout=10) as on_a,
+        httpx.AsyncClient(base_url=b.url, timeout=10) as on_b,
+        async_playwright() as playwright,
+    ):
+        customer = Participant(on_a, ROOM, token(Role.CUSTOMER, sub="cust"))
+        people.append(customer)
+        await customer.publish(ToneTrack(500))
+        host = await leases.owner(ROOM)
+        pages = BrowserCall(on_b, playwright, tmp_path)  # the agent's page is served by b
+        try:
+            agent = await pages.open("agent")
+            await agent.page.get_by_role("button", name="Join the call").click()
+            heard = await until(lambda: hears(agent, 500), lambda h: h[500] >= HEARD_DB)
+        finally:
+            await pages.close()
+
+    assert heard[500] >= HEARD_DB  # the customer's tone, forwarded by the host
+    assert await leases.owner(ROOM) == host  # the room stayed where it was
+    assert host is not None

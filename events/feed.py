@@ -23,14 +23,13 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-import redis.asyncio as redis
 from redis.exceptions import RedisError, ResponseError
 
 from events.envelope import Envelope, EnvelopeCodec
 from events.errors import InconsistentEntry, MalformedEvent, StoreUnavailable
 from events.keys import KeySpace
 from events.retry import Backoff
-from events.store import raise_if_cancelling
+from events.store import RedisClient, raise_if_cancelling
 
 log = logging.getLogger(__name__)
 
@@ -45,7 +44,7 @@ Entry = tuple[bytes, dict[bytes, bytes] | None]
 class FeedConsumer:
     def __init__(
         self,
-        client: redis.Redis,
+        client: RedisClient,
         *,
         group: str,
         consumer: str,
@@ -229,7 +228,7 @@ class FeedConsumer:
 
 
 async def run_group(
-    client: redis.Redis,
+    client: RedisClient,
     *,
     group: str,
     consumer: str,
@@ -279,7 +278,7 @@ def _stream_id(raw: bytes) -> StreamId:
     return int(milliseconds), int(sequence)
 
 
-async def trim_feed(client: redis.Redis, feed: str, *, keep_s: float) -> int:
+async def trim_feed(client: RedisClient, feed: str, *, keep_s: float) -> int:
     """Drop the feed entries that every group has handled and that are older than ``keep_s``.
 
     The feed is a delivery queue, not the record: room streams are never trimmed, since the

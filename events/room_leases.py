@@ -18,11 +18,11 @@ from collections.abc import Sequence
 from typing import Any
 
 import msgspec
-import redis.asyncio as redis
 from redis.exceptions import RedisError
 
 from events.errors import StoreUnavailable
 from events.keys import KeySpace, check_room_id
+from events.store import RedisClient
 
 # KEYS: owner, epoch. ARGV: worker, ttl (ms).
 _ACQUIRE = """
@@ -76,7 +76,7 @@ class Lease(msgspec.Struct, frozen=True):
 
 
 class RoomLeases:
-    def __init__(self, client: redis.Redis, keys: KeySpace, *, lease_s: float = 3.0) -> None:
+    def __init__(self, client: RedisClient, keys: KeySpace, *, lease_s: float = 3.0) -> None:
         self.client = client
         self.keys = keys
         self.lease_ms = int(lease_s * 1000)

@@ -34,6 +34,9 @@ from events.errors import (
 from events.keys import KeySpace, check_room_id
 from events.room import RoomEvent
 
+RedisClient = redis.Redis | redis.RedisCluster
+"""A client of one Redis, or of a Redis Cluster: the store works on either."""
+
 # KEYS: room stream, partition feed, room lease epoch[, idempotency record]
 # ARGV: expected version, room id, fingerprint, idempotency ttl (s), epoch or "", envelope JSON...
 _APPEND = """
@@ -92,7 +95,7 @@ def version_of(entry_id: bytes) -> int:
 class EventStore:
     def __init__(
         self,
-        client: redis.Redis,
+        client: RedisClient,
         keys: KeySpace | None = None,
         codec: EnvelopeCodec | None = None,
         *,
@@ -213,7 +216,7 @@ class EventStore:
 
     async def _call(self, *args: Any) -> Any:
         try:
-            return await self.client.execute_command(*args)  # type: ignore[no-untyped-call]
+            return await self.client.execute_command(*args)
         except RedisError as exc:
             raise StoreUnavailable(f"{args[0]} {args[1]!r} failed: {exc}") from exc
 

@@ -26,14 +26,13 @@ import uuid
 from collections.abc import AsyncGenerator
 from typing import Any
 
-import redis.asyncio as redis
 from redis.exceptions import RedisError
 
 from events.envelope import Envelope
 from events.errors import MalformedEvent, StoreUnavailable
 from events.keys import check_room_id
 from events.retry import Backoff
-from events.store import EventStore, raise_if_cancelling, version_of
+from events.store import EventStore, RedisClient, raise_if_cancelling, version_of
 
 log = logging.getLogger(__name__)
 
@@ -68,7 +67,7 @@ class StreamReader:
     def __init__(
         self,
         store: EventStore,
-        reads: redis.Redis,
+        reads: RedisClient,
         *,
         block_ms: int = 1000,
         count: int = 500,
@@ -159,7 +158,7 @@ class StreamReader:
             rooms = {self.store.keys.room(room_id): room_id for room_id in followed}
             positions = [f"{min(f.position for f in each)}-0" for each in followed.values()]
             try:
-                reply = await self.reads.execute_command(  # type: ignore[no-untyped-call]
+                reply = await self.reads.execute_command(
                     "XREAD", "COUNT", self.count, "BLOCK", self.block_ms, "STREAMS",
                     partition.wake_key, *rooms, partition.wake_seen, *positions,
                 )  # fmt: skip

@@ -28,13 +28,12 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 
 import msgspec
-import redis.asyncio as redis
 
 from events.errors import EarpieceError
 from events.keys import KeySpace, check_room_id
 from events.room import Role
 from events.schema import envelope_json_schema
-from events.store import EventStore
+from events.store import EventStore, RedisClient
 from projections.audit import replay, verify_against_stream
 from services.auth import mint_token
 from services.errors import UnknownRoom
@@ -69,7 +68,7 @@ async def redis_url_for(settings: Settings) -> AsyncIterator[str]:
 
 
 @contextlib.asynccontextmanager
-async def redis_for(settings: Settings, worker: str = "cli") -> AsyncIterator[redis.Redis]:
+async def redis_for(settings: Settings, worker: str = "cli") -> AsyncIterator[RedisClient]:
     """The pool of short requests of ``worker`` to Redis (``redis_url_for``)."""
     async with redis_url_for(settings) as url:
         client = request_client(
@@ -77,6 +76,7 @@ async def redis_for(settings: Settings, worker: str = "cli") -> AsyncIterator[re
             name=f"earpiece:{worker}:requests",
             connections=settings.redis_connections,
             wait_s=settings.redis_wait_s,
+            cluster=settings.redis_cluster,
         )
         try:
             yield client
@@ -95,7 +95,7 @@ async def serve(settings: Settings) -> None:
         await WorkerServer(config).serve()
 
 
-def store_for(settings: Settings, client: redis.Redis) -> EventStore:
+def store_for(settings: Settings, client: RedisClient) -> EventStore:
     return EventStore(client, KeySpace(settings.namespace, settings.partitions))
 
 

@@ -23,6 +23,8 @@ from typing import Any
 
 import redis.asyncio as redis
 
+from events.store import RedisClient
+
 
 class WaitingPool(redis.BlockingConnectionPool):
     """redis-py's blocking pool, saying what ran out when a wait times out, and keeping every
@@ -44,8 +46,17 @@ class WaitingPool(redis.BlockingConnectionPool):
             ) from exc
 
 
-def request_client(url: str, *, name: str, connections: int, wait_s: float) -> redis.Redis:
-    """The pool of short requests to Redis at ``url``, its connections named ``name``."""
+def request_client(
+    url: str, *, name: str, connections: int, wait_s: float, cluster: bool = False
+) -> RedisClient:
+    """The pool of short requests to Redis at ``url`` (one node of a Redis Cluster, with
+    ``cluster``), its connections named ``name``."""
+    if cluster:
+        # redis-py's cluster pools (``connections`` per node) do not wait for a free
+        # connection: past them a request fails at once, and is answered 503.
+        return redis.RedisCluster.from_url(
+            url, max_connections=connections, socket_connect_timeout=5, client_name=name
+        )
     pool = WaitingPool.from_url(
         url,
         max_connections=connections,
@@ -57,9 +68,19 @@ def request_client(url: str, *, name: str, connections: int, wait_s: float) -> r
     return redis.Redis.from_pool(pool)
 
 
-def dedicated_client(client: redis.Redis, name: str, connections: int = 1) -> redis.Redis:
+def dedicated_client(client: RedisClient, name: str, connections: int = 1) -> RedisClient:
     """Connections of their own, named ``name``, for a blocking read from the Redis ``client``
-    talks to; a caller that needs more than ``connections`` at once waits for one."""
+    talks to (per node, on a cluster); a caller that needs more than ``connections`` at once
+    waits for one."""
+    if isinstance(client, redis.RedisCluster):
+        node = client.get_default_node()
+        return redis.RedisCluster(
+            host=node.host,
+            port=node.port,
+            max_connections=connections,
+            socket_connect_timeout=5,
+            client_name=name,
+        )
     pool = client.connection_pool
     kwargs = {**pool.connection_kwargs, "client_name": name}
     own = redis.BlockingConnectionPool(

@@ -48,6 +48,8 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     partitions: int = 1
     snapshot_every: int = 500
     redis_appendfsync: str = "always"
+    redis_cluster: bool = False
+    """REDIS_URL names one node of a Redis Cluster (set ``partitions`` to spread the rooms)."""
     redis_connections: int = 16
     """The pool of short requests (services/redis_clients.py says what else a worker holds)."""
     redis_wait_s: float = 2.0
@@ -116,6 +118,8 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
 
     def __post_init__(self) -> None:
         self._check_media()
+        if self.redis_cluster and self.redis_url is None:
+            raise SettingsError("EARPIECE_REDIS_CLUSTER", "name a node of the cluster in REDIS_URL")
         if self.redis_connections < 1:
             raise SettingsError("EARPIECE_REDIS_CONNECTIONS", "the pool needs one connection")
         if min(self.commands_per_s, self.room_commands_per_s) <= 0:
@@ -211,6 +215,7 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
             "EARPIECE_PARTITIONS": "partitions",
             "EARPIECE_SNAPSHOT_EVERY": "snapshot_every",
             "EARPIECE_REDIS_APPENDFSYNC": "redis_appendfsync",
+            "EARPIECE_REDIS_CLUSTER": "redis_cluster",
             "EARPIECE_REDIS_CONNECTIONS": "redis_connections",
             "EARPIECE_REDIS_WAIT_S": "redis_wait_s",
             "EARPIECE_JWT_SECRET": "jwt_secret",

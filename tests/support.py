@@ -10,10 +10,10 @@ from typing import NamedTuple
 
 import httpx
 import jwt
-import redis.asyncio as redis
 from starlette.applications import Starlette
 
 from events.room import Role
+from events.store import RedisClient
 from services.auth import mint_token
 from services.redis_server import free_loopback_port
 from services.settings import Settings
@@ -61,7 +61,7 @@ class RunningService(NamedTuple):
 
 @contextlib.asynccontextmanager
 async def running_service(
-    redis_url: str, client: redis.Redis, **settings: object
+    redis_url: str, client: RedisClient, **settings: object
 ) -> AsyncIterator[RunningService]:
     """The whole app under a real uvicorn on a free loopback port, with a client for it."""
     port = free_loopback_port()

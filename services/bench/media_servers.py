@@ -26,10 +26,10 @@ from pathlib import Path
 from typing import Any, Literal
 
 import httpx
-import redis.asyncio as redis
 from aiortc import MediaStreamTrack, RTCPeerConnection, RTCSessionDescription
 from aiortc.contrib.media import MediaRelay
 
+from events.store import RedisClient
 from services.bench.media_clients import peer_connection
 from services.media.ice import gather_on
 from services.redis_server import free_loopback_port
@@ -210,7 +210,7 @@ async def serve(kind: ServerKind, port: int, redis_url: str) -> None:
     from services.web.server import WorkerServer
 
     gather_on(["127.0.0.1"])
-    client: redis.Redis | None = None
+    client: RedisClient | None = None
     if kind == "earpiece":
         from services.redis_clients import request_client
         from services.settings import Settings

@@ -24,7 +24,6 @@ import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Iterator
 from typing import Any, Literal, NamedTuple
 
-import redis.asyncio as redis
 from aiortc import RTCConfiguration, RTCPeerConnection, RTCSessionDescription
 from aiortc.exceptions import InvalidAccessError, InvalidStateError
 from aiortc.mediastreams import MediaStreamTrack
@@ -36,6 +35,7 @@ from events.errors import StoreUnavailable
 from events.retry import Backoff
 from events.room import LeaveReason, Role
 from events.room_leases import Lease, RoomLeases
+from events.store import RedisClient
 from events.stream_reader import StreamReader
 from projections.commands import Actor
 from services.errors import BadOffer, RoomElsewhere, SessionReplaced, SetupUnderWay
@@ -91,7 +91,7 @@ class MediaRoom:
         self,
         lease: Lease,
         reader: StreamReader,
-        client: redis.Redis,
+        client: RedisClient,
         coach_slots: int,
         on_closed: Callable[[MediaRoom], Awaitable[None]],
     ) -> None:
@@ -150,7 +150,7 @@ class MediaPlane:
         self,
         settings: Settings,
         reader: StreamReader,
-        client: redis.Redis,
+        client: RedisClient,
         worker_id: str,
         on_session_lost: Callable[[Session], None] | None = None,
     ) -> None:

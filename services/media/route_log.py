@@ -18,7 +18,6 @@ from collections import deque
 from typing import Any
 
 import msgspec
-import redis.asyncio as redis
 from prometheus_client import Counter
 from redis.exceptions import RedisError
 
@@ -26,6 +25,7 @@ from events.envelope import utc_now
 from events.errors import StoreUnavailable
 from events.keys import KeySpace
 from events.retry import Backoff
+from events.store import RedisClient
 from projections.routes import AudioRoute
 
 log = logging.getLogger(__name__)
@@ -60,7 +60,7 @@ DROPPED_CHANGES = Counter(
 
 class RouteLog:
     def __init__(
-        self, client: redis.Redis, keys: KeySpace, room_id: str, *, max_pending: int = 10_000
+        self, client: RedisClient, keys: KeySpace, room_id: str, *, max_pending: int = 10_000
     ) -> None:
         self._client = client
         self._key = keys.routes(room_id)

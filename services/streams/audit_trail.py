@@ -13,13 +13,12 @@ import logging
 from typing import Any
 
 import msgspec
-import redis.asyncio as redis
 from redis.exceptions import RedisError, ResponseError
 
 from events.envelope import Envelope
 from events.errors import InconsistentEntry, StoreUnavailable
 from events.feed import run_group
-from events.store import EventStore
+from events.store import EventStore, RedisClient
 from projections.audit import AuditRecord, next_record
 
 log = logging.getLogger(__name__)
@@ -95,7 +94,7 @@ class AuditTrail:
 
 
 async def run_audit_projection(
-    client: redis.Redis, store: EventStore, *, consumer: str, block_ms: int = 1000
+    client: RedisClient, store: EventStore, *, consumer: str, block_ms: int = 1000
 ) -> None:
     """One member of the audit group on every partition's feed, until cancelled."""
     trail = AuditTrail(store)

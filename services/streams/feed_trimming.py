@@ -9,16 +9,16 @@ from __future__ import annotations
 import asyncio
 import logging
 
-import redis.asyncio as redis
 from redis.exceptions import RedisError
 
 from events.feed import trim_feed
 from events.keys import KeySpace
+from events.store import RedisClient
 
 log = logging.getLogger(__name__)
 
 
-async def trim_feeds(client: redis.Redis, keys: KeySpace, keep_s: float) -> None:
+async def trim_feeds(client: RedisClient, keys: KeySpace, keep_s: float) -> None:
     """Every minute, drop feed entries every group has handled once they are ``keep_s`` old."""
     while True:
         for feed in keys.feeds():

@@ -27,14 +27,13 @@ from collections.abc import AsyncGenerator, Callable, Iterable
 from typing import Any
 
 import msgspec
-import redis.asyncio as redis
 from redis.exceptions import RedisError
 
 from events.envelope import Envelope
 from events.errors import StoreUnavailable
 from events.feed import run_group
 from events.retry import Backoff
-from events.store import EventStore, raise_if_cancelling
+from events.store import EventStore, RedisClient, raise_if_cancelling
 from projections.views import LiveRoom, live_room
 from services.streams.room_states import RoomStates
 
@@ -119,7 +118,7 @@ class Lobby:
 
 
 async def run_lobby(
-    client: redis.Redis, lobby: Lobby, *, consumer: str, block_ms: int = 1000
+    client: RedisClient, lobby: Lobby, *, consumer: str, block_ms: int = 1000
 ) -> None:
     """One member of the lobby group on every partition's feed, until cancelled."""
     await run_group(
@@ -138,7 +137,7 @@ class LobbyChanges:
     queues each change concerns."""
 
     def __init__(
-        self, lobby: Lobby, subscriber: redis.Redis, *, refresh_s: float = REFRESH_S
+        self, lobby: Lobby, subscriber: RedisClient, *, refresh_s: float = REFRESH_S
     ) -> None:
         """``subscriber`` is a connection of its own (the subscription holds it)."""
         self.lobby = lobby

@@ -35,7 +35,6 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 import msgspec
-import redis.asyncio as redis
 from redis.exceptions import RedisError
 
 from events.envelope import utc_now
@@ -43,6 +42,7 @@ from events.errors import StoreUnavailable
 from events.keys import KeySpace
 from events.retry import Backoff
 from events.room import LeaveReason, Role
+from events.store import RedisClient
 from projections.commands import Actor, EndPresence
 from services.streams.command_handler import CommandHandler
 from services.streams.room_states import RoomStates
@@ -70,7 +70,7 @@ def new_worker_id() -> str:
 class Presence:
     def __init__(
         self,
-        client: redis.Redis,
+        client: RedisClient,
         keys: KeySpace,
         commands: CommandHandler,
         states: RoomStates,
@@ -211,9 +211,10 @@ class Presence:
         )
         if not registered:
             return {}
-        leases = await self._call(
-            self.client.mget([self.keys.worker_lease(worker) for worker in registered])
-        )
+        async with self.client.pipeline(transaction=False) as pipe:  # each key its own slot
+            for worker in registered:
+                pipe.get(self.keys.worker_lease(worker))
+            leases = await self._call(pipe.execute())
         return {
             worker: _info_decoder.decode(raw)
             for worker, raw in zip(registered, leases, strict=True)

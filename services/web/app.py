@@ -13,7 +13,6 @@ from collections.abc import AsyncIterator
 
 import httpx
 import msgspec
-import redis.asyncio as redis
 from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, CollectorRegistry, generate_latest
 from redis.exceptions import RedisError
 from starlette.applications import Starlette
@@ -25,7 +24,7 @@ from starlette.routing import Route, WebSocketRoute
 from events.errors import EarpieceError, StoreUnavailable
 from events.keys import KeySpace
 from events.room import Role
-from events.store import EventStore
+from events.store import EventStore, RedisClient
 from events.stream_reader import StreamReader
 from projections.audit import timeline_of, verify_against_stream
 from projections.commands import RoomCommand
@@ -70,7 +69,7 @@ _command_decoder = msgspec.json.Decoder(RoomCommand)
 
 
 class Api:
-    def __init__(self, settings: Settings, client: redis.Redis, worker_id: str) -> None:
+    def __init__(self, settings: Settings, client: RedisClient, worker_id: str) -> None:
         self.settings = settings
         self.client = client
         self.store = EventStore(client, KeySpace(settings.namespace, settings.partitions))
@@ -170,12 +169,12 @@ class Api:
         )
 
 
-def create_app(settings: Settings, client: redis.Redis, worker_id: str | None = None) -> Starlette:
+def create_app(settings: Settings, client: RedisClient, worker_id: str | None = None) -> Starlette:
     """The app of one worker; ``client`` is its pool of short requests (redis_clients.py)."""
     worker_id = worker_id or new_worker_id()
     api = Api(settings, client, worker_id)
 
-    def own(purpose: str, connections: int = 1) -> redis.Redis:
+    def own(purpose: str, connections: int = 1) -> RedisClient:
         return dedicated_client(client, f"earpiece:{worker_id}:{purpose}", connections)
 
     partitions = settings.partitions
@@ -197,6 +196,8 @@ def create_app(settings: Settings, client: redis.Redis, worker_id: str | None = 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         consumer = worker_id  # one identity per worker, for groups, leases and connections
+        for own_client in blocking:  # a cluster's client learns its slots before any use
+            await own_client.initialize()
         await api.presence.start()  # before any session: its lease holds them
         workers = api.workers
         workers.start("presence", api.presence.run)

@@ -46,7 +46,7 @@ async def client(cluster: RedisClusterServers) -> AsyncIterator[redis.RedisClust
 
 @pytest.fixture
 def store(client: redis.RedisCluster) -> EventStore:
-    return EventStore(client, KeySpace(partitions=PARTITIONS))  # type: ignore[arg-type]
+    return EventStore(client, KeySpace(partitions=PARTITIONS))
 
 
 def rooms_in_every_partition(keys: KeySpace) -> list[str]:
@@ -76,7 +76,7 @@ async def test_one_reader_follows_rooms_of_every_partition(
 ) -> None:
     rooms = rooms_in_every_partition(store.keys)
     reads = redis.RedisCluster.from_url(cluster.url)
-    reader = StreamReader(store, reads, block_ms=200)  # type: ignore[arg-type]
+    reader = StreamReader(store, reads, block_ms=200)
     following = {room: reader.follow(room) for room in rooms}
     try:
         for room in rooms:
@@ -111,7 +111,7 @@ async def test_each_partitions_feed_is_consumed_by_its_group(
 
     for partition in range(PARTITIONS):
         member = FeedConsumer(
-            client,  # type: ignore[arg-type]
+            client,
             group="audit",
             consumer="c1",
             partition=partition,
@@ -128,7 +128,7 @@ async def test_leases_are_renewed_and_stale_appends_fenced_in_every_slot(
     store: EventStore, client: redis.RedisCluster
 ) -> None:
     rooms = rooms_in_every_partition(store.keys)
-    leases = RoomLeases(client, store.keys, lease_s=0.3)  # type: ignore[arg-type]
+    leases = RoomLeases(client, store.keys, lease_s=0.3)
     stale = [await leases.acquire(room, "w-a") for room in rooms]
     assert await leases.renew(stale) == []
     await asyncio.sleep(0.4)

@@ -1,6 +1,6 @@
 """The HTTP face of Earpiece (Starlette): commands in, WHIP/WHEP signaling, audit out.
 
-Every route but ``/healthz`` needs ``Authorization: Bearer <token>`` for the room in its path;
+Every route but ``/healthz`` and ``/livez`` needs ``Authorization: Bearer <token>`` for the room in its path;
 errors are answered as ``services/web/http.py`` describes.
 """
 
@@ -118,6 +118,11 @@ class Api:
         body = generate_latest(REGISTRY) + generate_latest(self.metrics_registry)
         return Response(body, media_type=CONTENT_TYPE_LATEST)
 
+    async def livez(self, request: Request) -> Response:
+        """200 while the worker's event loop answers, whatever Redis does: a liveness probe on
+        it never restarts a worker for a Redis blip (``/healthz`` is its readiness)."""
+        return json_response({"status": "ok"})
+
     async def post_command(self, request: Request) -> Response:
         room_id = room_id_of(request)
         claims = await authenticate(self.verifier, request, room_id)
@@ -230,6 +235,7 @@ def create_app(settings: Settings, client: RedisClient, worker_id: str | None = 
     app = Starlette(
         routes=[
             Route("/healthz", api.healthz),
+            Route("/livez", api.livez),
             Route("/metrics", api.metrics),
             Route("/lobby", api.get_lobby),
             Route("/rooms/{room_id}/commands", api.post_command, methods=["POST"]),

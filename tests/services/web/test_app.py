@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from pathlib import Path
 
 import httpx
 import jwt
@@ -31,6 +32,25 @@ async def test_healthz_answers_ok(http: httpx.AsyncClient) -> None:
     response = await http.get("/healthz")
 
     assert (response.status_code, response.json()) == (200, {"status": "ok"})
+
+
+async def test_livez_answers_while_redis_is_away_and_healthz_does_not(tmp_path: Path) -> None:
+    # A liveness probe on /livez never restarts a worker for a Redis blip; /healthz takes the
+    # worker out of the balancer meanwhile.
+    server = RedisServer(tmp_path / "redis")
+    server.start()
+    client = redis.Redis.from_url(server.url)
+    try:
+        async with running_service(server.url, client) as running:
+            server.kill()
+            live = await running.http.get("/livez")
+            ready = await running.http.get("/healthz")
+    finally:
+        server.stop()
+        await client.aclose()
+
+    assert (live.status_code, live.json()) == (200, {"status": "ok"})
+    assert (ready.status_code, ready.json()["error"]) == (503, "unavailable")
 
 
 async def test_a_worker_beside_the_app_that_fails_is_started_again_and_counted(

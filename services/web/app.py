@@ -1,7 +1,8 @@
 """The HTTP face of Earpiece (Starlette): commands in, WHIP/WHEP signaling, audit out.
 
-Every route but ``/healthz`` and ``/livez`` needs ``Authorization: Bearer <token>`` for the room in its path;
-errors are answered as ``services/web/http.py`` describes.
+Every route but ``/healthz``, ``/livez`` and ``/metrics`` (its own scrape token) needs
+``Authorization: Bearer <token>`` for the room in its path; errors are answered as
+``services/web/http.py`` describes.
 """
 
 from __future__ import annotations

@@ -26,6 +26,15 @@ def _cluster_options() -> tuple[str, ...]:
     )
 
 
+def _up(node: redis.Redis) -> bool:
+    """The cluster is ok as this node sees it, and if it is a replica, it has synced: else its
+    master's death would leave its slots without anyone to take them."""
+    if node.cluster("info")["cluster_state"] != "ok":
+        return False
+    replication = node.info("replication")
+    return replication["role"] == "master" or replication.get("master_link_status") == "up"
+
+
 class RedisClusterServers:
     """``masters`` masters and as many replicas, each a ``redis-server`` of ours."""
 
@@ -58,7 +67,7 @@ class RedisClusterServers:
         for server in self.servers:
             client = redis.Redis(port=server.port)
             try:
-                while client.cluster("info")["cluster_state"] != "ok":
+                while not _up(client):
                     assert time.monotonic() < deadline, "the cluster did not come up"
                     time.sleep(0.1)
             finally:

@@ -100,11 +100,19 @@ class EventStore:
         codec: EnvelopeCodec | None = None,
         *,
         idempotency_ttl_s: int = 24 * 3600,
+        wait_replicas: int = 0,
+        wait_timeout_ms: int = 1000,
     ) -> None:
+        """``wait_replicas``: an append is acknowledged only once this many replicas have it
+        (``WAIT``), else StoreUnavailable; a single Redis with replicas only, not a cluster."""
+        if wait_replicas and isinstance(client, redis.RedisCluster):
+            raise ValueError("waiting for replicas is not supported on a Redis Cluster yet")
         self.client = client
         self.keys = keys or KeySpace()
         self.codec = codec or EnvelopeCodec()
         self._idempotency_ttl_s = idempotency_ttl_s
+        self.wait_replicas = wait_replicas
+        self.wait_timeout_ms = wait_timeout_ms
         self._append_script = client.register_script(_APPEND)
 
     async def append(
@@ -167,10 +175,15 @@ class EventStore:
             *envelopes,
         ]
         try:
-            reply = await self._append_script(keys=keys, args=args)
+            reply, replicas = await self._run_append(keys, args)
         except RedisError as exc:
             raise StoreUnavailable(f"append to room {room_id!r} failed: {exc}") from exc
         outcome = reply[0].decode()
+        if outcome in ("ok", "duplicate") and replicas < self.wait_replicas:
+            raise StoreUnavailable(
+                f"append to room {room_id!r}: {replicas} of {self.wait_replicas} replicas had it "
+                f"within {self.wait_timeout_ms} ms; retry with the same Idempotency-Key"
+            )
         if outcome == "ok":
             return AppendResult(int(reply[1]), int(reply[2]))
         if outcome == "duplicate":
@@ -182,6 +195,17 @@ class EventStore:
         if outcome == "reused" and idempotency_key is not None:
             raise IdempotencyKeyReused(room_id, idempotency_key)
         raise StoreUnavailable(f"append to room {room_id!r}: unexpected reply {reply!r}")
+
+    async def _run_append(self, keys: list[str], args: list[Any]) -> tuple[Any, int]:
+        """The script's reply, and how many replicas had the write (WAIT, on the connection
+        that wrote it: the pipeline's) when some must."""
+        if not self.wait_replicas or not isinstance(self.client, redis.Redis):  # not a cluster
+            return await self._append_script(keys=keys, args=args), 0
+        async with self.client.pipeline(transaction=False) as pipe:
+            await self._append_script(keys=keys, args=args, client=pipe)
+            pipe.execute_command("WAIT", self.wait_replicas, self.wait_timeout_ms)
+            reply, replicas = await pipe.execute()
+        return reply, int(replicas)
 
     async def version(self, room_id: str) -> int:
         """The room's current version: 0 for a room with no events."""

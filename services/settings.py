@@ -50,6 +50,11 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     redis_appendfsync: str = "always"
     redis_cluster: bool = False
     """REDIS_URL names one node of a Redis Cluster (set ``partitions`` to spread the rooms)."""
+    redis_wait_replicas: int = 0
+    """An append is acknowledged only once this many replicas have it (Redis ``WAIT``), else
+    503 and the client retries with its Idempotency-Key; one Redis with replicas, not a cluster."""
+    redis_wait_replicas_ms: int = 1000
+    """How long an append waits for those replicas."""
     redis_connections: int = 16
     """The pool of short requests (services/redis_clients.py says what else a worker holds)."""
     redis_wait_s: float = 2.0
@@ -120,6 +125,10 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
         self._check_media()
         if self.redis_cluster and self.redis_url is None:
             raise SettingsError("EARPIECE_REDIS_CLUSTER", "name a node of the cluster in REDIS_URL")
+        if self.redis_wait_replicas and self.redis_cluster:
+            raise SettingsError("EARPIECE_REDIS_WAIT_REPLICAS", "not on a Redis Cluster yet")
+        if self.redis_wait_replicas < 0 or self.redis_wait_replicas_ms < 1:
+            raise SettingsError("EARPIECE_REDIS_WAIT_REPLICAS", "0 or more replicas, over 0 ms")
         if self.redis_connections < 1:
             raise SettingsError("EARPIECE_REDIS_CONNECTIONS", "the pool needs one connection")
         if min(self.commands_per_s, self.room_commands_per_s) <= 0:
@@ -217,6 +226,8 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
             "EARPIECE_REDIS_APPENDFSYNC": "redis_appendfsync",
             "EARPIECE_REDIS_CLUSTER": "redis_cluster",
             "EARPIECE_REDIS_CONNECTIONS": "redis_connections",
+            "EARPIECE_REDIS_WAIT_REPLICAS": "redis_wait_replicas",
+            "EARPIECE_REDIS_WAIT_REPLICAS_MS": "redis_wait_replicas_ms",
             "EARPIECE_REDIS_WAIT_S": "redis_wait_s",
             "EARPIECE_JWT_SECRET": "jwt_secret",
             "EARPIECE_RESUME_SECRET": "resume_secret",

@@ -73,7 +73,12 @@ class Api:
     def __init__(self, settings: Settings, client: RedisClient, worker_id: str) -> None:
         self.settings = settings
         self.client = client
-        self.store = EventStore(client, KeySpace(settings.namespace, settings.partitions))
+        self.store = EventStore(
+            client,
+            KeySpace(settings.namespace, settings.partitions),
+            wait_replicas=settings.redis_wait_replicas,
+            wait_timeout_ms=settings.redis_wait_replicas_ms,
+        )
         self.states = RoomStates(self.store, snapshot_every=settings.snapshot_every)
         self.commands = CommandHandler(self.store, self.states)
         self.audit = AuditTrail(self.store)

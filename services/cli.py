@@ -11,6 +11,7 @@
     earpiece bench audit                    the audit projection's events/s against commands/s
     earpiece bench fairness                 room B's latency alone and while room A is flooded
     earpiece bench rooms [--rooms 100,1000] one worker as its open rooms grow
+    earpiece bench workers                  the forwarding hop and the failover time
 
 Settings come from the environment (README, "Configuration"), read here and nowhere else.
 """
@@ -202,6 +203,9 @@ def parser() -> argparse.ArgumentParser:
     )
     rooms_bench.add_argument("--publishing", type=int, default=50, help="of them, publishing")
     rooms_bench.add_argument("--samples", type=int, default=1000, help="commands per step")
+    workers_bench = bench_commands.add_parser("workers", help="forwarding hop, failover time")
+    workers_bench.add_argument("--offers", type=int, default=50, help="each way")
+    workers_bench.add_argument("--rounds", type=int, default=3, help="failovers")
     pages_bench = bench_commands.add_parser("pages", help="open pages: shared vs own follower")
     pages_bench.add_argument(
         "--pages", default="10,100,500", help="page counts to run, comma-separated"
@@ -222,6 +226,10 @@ def run_bench(args: argparse.Namespace) -> int:
                 from services.bench.audit import run_audit_bench
 
                 return asyncio.run(run_audit_bench(args.rooms, args.seconds, args.events))
+            case "workers":
+                from services.bench.workers import run_workers_bench
+
+                return asyncio.run(run_workers_bench(args.offers, args.rounds))
             case "fairness":
                 from services.bench.fairness import run_fairness_bench
 

@@ -115,6 +115,12 @@ class ServerProcess:
             self.process.kill()
             self.process.wait()
 
+    def kill(self) -> None:
+        """SIGKILL: the worker dies with its rooms held."""
+        if self.process is not None and self.process.poll() is None:
+            self.process.kill()
+            self.process.wait()
+
     def cpu_seconds(self) -> float:
         return process_cpu_seconds(self.pid)
 

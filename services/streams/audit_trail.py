@@ -13,13 +13,21 @@ import logging
 from typing import Any
 
 import msgspec
+from prometheus_client import Histogram
 from redis.exceptions import RedisError, ResponseError
 
-from events.envelope import Envelope
+from events.envelope import Envelope, utc_now
 from events.errors import InconsistentEntry, StoreUnavailable
 from events.feed import run_group
 from events.store import EventStore, RedisClient
 from projections.audit import AuditRecord, next_record
+from services.streams.room_states import LAG_BUCKETS
+
+AUDIT_LAG = Histogram(
+    "earpiece_audit_lag_seconds",
+    "From an event's append to its audit record",
+    buckets=LAG_BUCKETS,
+)
 
 log = logging.getLogger(__name__)
 
@@ -90,6 +98,9 @@ class AuditTrail:
                 last = next_record(last, envelope)
                 pipe.xadd(key, {"r": msgspec.json.encode(last)}, id=f"{last.seq}-0")
             await pipe.execute()
+        now = utc_now()
+        for envelope in batch:
+            AUDIT_LAG.observe((now - envelope.time).total_seconds())
         return len(batch)
 
 

@@ -14,12 +14,21 @@ from collections import OrderedDict
 from collections.abc import AsyncIterator
 
 import msgspec
+from prometheus_client import Histogram
 
+from events.envelope import utc_now
 from events.store import EventStore, Snapshot
 from events.stream_reader import StreamReader
 from projections.decider import RoomState, fold, initial_state
 
 log = logging.getLogger(__name__)
+
+LAG_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 10.0)
+FOLLOW_LAG = Histogram(
+    "earpiece_follow_lag_seconds",
+    "From an event's append to its fold by a room's follower (route reconciler or pages)",
+    buckets=LAG_BUCKETS,
+)
 
 STATE_SCHEMA = 4
 """Bump when RoomState changes shape, so that older snapshots are not decoded into it."""
@@ -33,6 +42,7 @@ async def follow_states(reader: StreamReader, state: RoomState) -> AsyncIterator
     is cancelled, or raises what the reader raises."""
     async for envelope in reader.follow(state.room_id, after_version=state.version):
         state = fold(state, [envelope])
+        FOLLOW_LAG.observe((utc_now() - envelope.time).total_seconds())
         yield state
 
 

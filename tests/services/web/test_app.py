@@ -364,3 +364,5 @@ async def test_metrics_answer_only_the_scrape_token(
     assert metrics["earpiece_rooms"] == "0.0"  # a join without media hosts nothing
     assert metrics['earpiece_sessions{direction="publish"}'] == "0.0"
     assert float(metrics["earpiece_append_seconds_count"]) >= 1
+    for lag in ("earpiece_follow_lag_seconds_count", "earpiece_audit_lag_seconds_count"):
+        assert lag in metrics

@@ -36,6 +36,7 @@ from events.room import Role
 from events.schema import envelope_json_schema
 from events.store import EventStore, RedisClient
 from projections.audit import replay, verify_against_stream
+from services import logs
 from services.auth import mint_token
 from services.errors import UnknownRoom
 from services.media.ice import gather_on
@@ -259,11 +260,8 @@ def run_bench(args: argparse.Namespace) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
-    logging.basicConfig(
-        level=logging.DEBUG if args.verbose else logging.INFO,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
     settings = Settings.from_env()
+    logs.configure(settings.log_format, verbose=args.verbose)
     try:
         return run(args, settings)
     except EarpieceError as exc:  # what the user can act on: one line, no traceback

@@ -48,6 +48,8 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     partitions: int = 1
     snapshot_every: int = 500
     redis_appendfsync: str = "always"
+    log_format: str = "text"
+    """``json``: one JSON object a line, naming the room, subject and correlation id."""
     redis_cluster: bool = False
     """REDIS_URL names one node of a Redis Cluster (set ``partitions`` to spread the rooms)."""
     redis_wait_replicas: int = 0
@@ -123,6 +125,8 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
 
     def __post_init__(self) -> None:
         self._check_media()
+        if self.log_format not in ("text", "json"):
+            raise SettingsError("EARPIECE_LOG_FORMAT", "text or json")
         if self.redis_cluster and self.redis_url is None:
             raise SettingsError("EARPIECE_REDIS_CLUSTER", "name a node of the cluster in REDIS_URL")
         if self.redis_wait_replicas and self.redis_cluster:
@@ -225,6 +229,7 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
             "EARPIECE_SNAPSHOT_EVERY": "snapshot_every",
             "EARPIECE_REDIS_APPENDFSYNC": "redis_appendfsync",
             "EARPIECE_REDIS_CLUSTER": "redis_cluster",
+            "EARPIECE_LOG_FORMAT": "log_format",
             "EARPIECE_REDIS_CONNECTIONS": "redis_connections",
             "EARPIECE_REDIS_WAIT_REPLICAS": "redis_wait_replicas",
             "EARPIECE_REDIS_WAIT_REPLICAS_MS": "redis_wait_replicas_ms",

@@ -14,7 +14,7 @@ from tests.support import REPO
 LAYERS = [
     "events",
     "projections",
-    "services.errors services.settings services.auth services.redis_server",
+    "services.errors services.settings services.auth services.redis_server services.logs",
     "services.redis_clients",
     "services.streams",
     "services.media",

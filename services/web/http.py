@@ -29,6 +29,7 @@ from services.errors import (
     TooLarge,
     answer_for,
 )
+from services.logs import log_about
 
 log = logging.getLogger(__name__)
 
@@ -46,8 +47,13 @@ async def authenticate(verifier: TokenVerifier, request: Request, room_id: str |
     if scheme.lower() != "bearer" or not token.strip():
         raise TokenRefused("send Authorization: Bearer <token>")
     if room_id is None:
-        return await verifier.claims_async(token.strip())
-    return await verifier.verify_async(token.strip(), room_id)
+        claims = await verifier.claims_async(token.strip())
+    else:
+        claims = await verifier.verify_async(token.strip(), room_id)
+    log_about(
+        room=room_id, subject=claims.sub, correlation_id=header_id(request, "x-correlation-id")
+    )
+    return claims
 
 
 def room_id_of(request: Request) -> str:

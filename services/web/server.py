@@ -200,6 +200,7 @@ def server_config(settings: Settings, app: Starlette, **options: Any) -> uvicorn
         ws_per_message_deflate=False,
         http=guarded_protocol(guard),
         backlog=BACKLOG,
+        log_config=None,  # uvicorn's loggers go to the process's handler (services/logs.py)
         **options,
     )
 

@@ -32,7 +32,6 @@
         ├── TooManyOpen                  sockets of one person   429 too_many_open           4429
         ├── Contention                   too many racing writers 409 conflict
         ├── SessionReplaced              in setup, by a newer one 409 conflict
-        ├── SetupUnderWay                another offer of theirs  409 conflict
         ├── RoomElsewhere                hosted elsewhere         503 unavailable             1011
         ├── RouterError                  the media plane's; logged and recorded, never answered
         │   ├── ForbiddenRoute           whisper separation: a supervisor to a customer
@@ -178,11 +177,6 @@ class SessionReplaced(ServiceError):
     """A WebRTC session ended while it was being set up (aiortc's InvalidStateError)."""
 
 
-class SetupUnderWay(ServiceError):
-    """An offer from a participant while another of theirs, for the same direction, is being
-    answered: answering both at once would leave two sessions where one replaces the other."""
-
-
 class RoomElsewhere(ServiceError):
     """The room's lease is another worker's: its media (WHIP/WHEP) is set up there."""
 
@@ -260,7 +254,6 @@ _ANSWERS: dict[type[BaseException], Answer] = {
     TooManyOpen: Answer(429, "too_many_open", 4429),
     Contention: Answer(409, "conflict"),
     SessionReplaced: Answer(409, "conflict"),
-    SetupUnderWay: Answer(409, "conflict"),
     RoomElsewhere: UNAVAILABLE,
     Fenced: UNAVAILABLE,
 }

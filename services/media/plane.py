@@ -21,6 +21,7 @@ import contextlib
 import logging
 import time
 import uuid
+import weakref
 from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Iterator
 from typing import Any, Literal, NamedTuple
 
@@ -38,7 +39,7 @@ from events.room_leases import Lease, RoomLeases
 from events.store import RedisClient
 from events.stream_reader import StreamReader
 from projections.commands import Actor
-from services.errors import BadOffer, RoomElsewhere, SessionReplaced, SetupUnderWay
+from services.errors import BadOffer, RoomElsewhere, SessionReplaced
 from services.media.opus_forwarding import tap_opus
 from services.media.route_log import RouteLog
 from services.media.route_reconciler import RouteReconciler
@@ -165,7 +166,10 @@ class MediaPlane:
         """Told of each room this worker takes to host, before any session of it."""
         self._networks = settings.allowed_networks()
         self._expiries: set[asyncio.Task[None]] = set()
-        self._setting_up: set[tuple[str, str, Direction]] = set()
+        # Weak: a participant's lock lives only while one of their offers is being answered.
+        self._setups: weakref.WeakValueDictionary[tuple[str, str, Direction], asyncio.Lock] = (
+            weakref.WeakValueDictionary()
+        )
 
     async def host(self, room_id: str) -> MediaRoom:
         """The room, hosted here under its lease; RoomElsewhere if another worker holds it."""
@@ -221,21 +225,17 @@ class MediaPlane:
         sections = 1 if direction == "publish" else self.receive_slots(role)
         return Offer(sdp, check_offer(sdp, max_audio_sections=sections, direction=direction))
 
-    @contextlib.contextmanager
-    def one_setup(self, room_id: str, subject: str, direction: Direction) -> Iterator[None]:
-        """Set up one session of ``subject``'s in ``direction`` at a time: a second offer while
-        the first is being answered is refused (SetupUnderWay), since each ``publish`` or
-        ``receive`` ends the session it replaces and two at once would both stay."""
+    @contextlib.asynccontextmanager
+    async def one_setup(
+        self, room_id: str, subject: str, direction: Direction
+    ) -> AsyncIterator[None]:
+        """Set up ``subject``'s sessions in ``direction`` one at a time, in order: each
+        ``publish`` or ``receive`` ends the session it replaces, and two at once would both
+        stay. A newer offer waits for the one being answered, then replaces it (a page that
+        reconnects means its latest offer); the session rate keeps the queue short."""
         setup = (room_id, subject, direction)
-        if setup in self._setting_up:
-            raise SetupUnderWay(
-                f"another {direction} offer of yours in this room is still being answered"
-            )
-        self._setting_up.add(setup)
-        try:
+        async with self._setups.setdefault(setup, asyncio.Lock()):
             yield
-        finally:
-            self._setting_up.discard(setup)
 
     async def publish(self, room_id: str, actor: Actor, offer: Offer) -> tuple[Session, str]:
         """A peer connection taking ``actor``'s microphone; returns it and the SDP answer."""

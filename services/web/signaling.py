@@ -117,7 +117,7 @@ class Signaling:
         host = await self._host_of(room_id, forwarded=FORWARDED_BY in request.headers)
         if host != self.presence.worker_id:
             return await self._forward(request, body, host)
-        with self.media.one_setup(room_id, actor.subject, direction):
+        async with self.media.one_setup(room_id, actor.subject, direction):
             try:
                 session, answer = await self._set_up(room_id, actor, direction, checked)
             except RoomElsewhere as elsewhere:  # another worker took it since

@@ -32,6 +32,7 @@ import { SessionRefused, microphone, play, publish, receive } from "./media.js";
 const DROP_AFTER_MS = 2000; // a connection disconnected this long is lost
 const CONNECT_WITHIN_MS = 10_000; // new sessions not both connected by then are made again
 const GIVE_UP = new Set([401, 403]); // the token will not do: trying again cannot help
+const BUSY = new Set([408, 429, 503]); // a first join tries again on these, and on no answer
 const VERIFY_WITHIN_MS = 3000; // a suspected connection that receives nothing this long is lost
 const VERIFY_EVERY_MS = 200;
 
@@ -193,7 +194,16 @@ export class Leg extends EventTarget {
       this.mic.enabled = micOpen;
       await this.connect(generation);
     } catch (error) {
-      if (generation === this.generation) this.hangUp();
+      if (generation !== this.generation) throw error; // hung up meanwhile
+      if (error instanceof SessionRefused && (error.status === null || BUSY.has(error.status))) {
+        // The service is away or busy for a moment (Redis, a room moving between workers):
+        // keep trying, as after a drop, rather than leave the person out of their call.
+        this.closeSessions();
+        this.setStatus("reconnecting");
+        this.retryLater();
+        return;
+      }
+      this.hangUp();
       throw error;
     }
   }

@@ -8,7 +8,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -20,6 +21,7 @@ from websockets.asyncio.client import ClientConnection
 from events.room import Role
 from services.bench.participants import Participant, ToneTrack
 from services.bench.rooms import worker_connections
+from services.redis_server import RedisServer
 from services.settings import Settings
 from tests.support import token
 from tests.system.processes import ServiceProcess
@@ -30,6 +32,18 @@ ROOMS = 300
 PUBLISHING = 50
 MOST_CONNECTIONS = Settings().redis_connections + 4
 """What services/redis_clients.py says a worker with one partition holds at most."""
+
+
+@pytest.fixture
+def served(
+    redis_server: RedisServer, redis_client: redis.Redis, tmp_path: Path
+) -> Iterator[ServiceProcess]:
+    """The service, with no limit on one address's openings: 300 people open their pages from
+    as many addresses, here all from 127.0.0.1 (after redis_client, which empties Redis)."""
+    service = ServiceProcess(redis_server.url, tmp_path, CONNECTIONS_PER_S="0")
+    service.start()
+    yield service
+    service.stop()
 
 
 class Page:

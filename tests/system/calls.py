@@ -42,6 +42,16 @@ class Call:
         )
         assert response.status_code in (200, 201), response.text
 
+    async def connect_all(self) -> None:
+        for subject in TONES:
+            await self.connect(subject)
+
+    async def whisper(self) -> None:
+        """The coach whispers with push-to-talk held: the agent hears them, the customer not."""
+        await self.command("sup-1", "start_whisper")
+        await self.command("sup-1", "press_talk")
+        await self.hear({"agent": {"cust", "sup-1"}, "cust": {"agent"}})
+
     async def hear(self, expected: dict[str, set[str]], within_s: float = 15) -> None:
         """Listen in 1 s windows until the listeners hear ``expected``; in every window the
         customer hears the coach not at all."""

@@ -15,7 +15,7 @@ from events.keys import KeySpace
 from events.room import Role
 from tests.cluster import RedisClusterServers
 from tests.support import SALES_COACH, open_call, running_service, token
-from tests.system.calls import ROOM, TONES, Call
+from tests.system.calls import ROOM, Call
 
 PARTITIONS = 3
 
@@ -44,11 +44,8 @@ async def test_a_whispered_call_and_its_audit_on_a_cluster(
     caplog.set_level(logging.WARNING)
     call = Call(http)
     try:
-        for subject in TONES:
-            await call.connect(subject)
-        await call.command("sup-1", "start_whisper")
-        await call.command("sup-1", "press_talk")
-        await call.hear({"agent": {"cust", "sup-1"}, "cust": {"agent"}})
+        await call.connect_all()
+        await call.whisper()
     finally:
         await call.close()
 

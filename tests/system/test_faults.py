@@ -61,11 +61,8 @@ async def test_kill_9_mid_whisper_frees_the_seats_and_the_coach_is_silent_until_
     served: ServiceProcess, call: Call, redis_client: redis.Redis
 ) -> None:
     store = EventStore(redis_client)
-    for subject in ("cust", "agent", "sup-1"):
-        await call.connect(subject)
-    await call.command("sup-1", "start_whisper")
-    await call.command("sup-1", "press_talk")
-    await call.hear({"agent": {"cust", "sup-1"}, "cust": {"agent"}})
+    await call.connect_all()
+    await call.whisper()
 
     served.kill()  # push-to-talk is still held
     killed = time.monotonic()
@@ -78,14 +75,11 @@ async def test_kill_9_mid_whisper_frees_the_seats_and_the_coach_is_silent_until_
     assert seats_free_s < 10
     for person in call.people.values():
         await person.close()
-    for subject in ("cust", "agent", "sup-1"):  # the clients reconnect, with new sessions
-        await call.connect(subject)
+    await call.connect_all()  # the clients reconnect, with new sessions
     await call.hear({"agent": {"cust"}, "cust": {"agent"}, "sup-1": set()})  # rejoined: idle
     log.info("back on the call %.1f s after kill -9", time.monotonic() - killed)
 
-    await call.command("sup-1", "start_whisper")  # the coach asks again
-    await call.command("sup-1", "press_talk")
-    await call.hear({"agent": {"cust", "sup-1"}, "cust": {"agent"}})
+    await call.whisper()  # the coach asks again
 
     audit = await call.http.get(
         f"/rooms/{ROOM}/audit", headers={"authorization": f"Bearer {call.token_of('sup-1')}"}

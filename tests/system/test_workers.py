@@ -5,6 +5,7 @@ room once the other has taken it (fencing)."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import signal
 import time
@@ -60,6 +61,29 @@ def workers(
 
 
 @pytest.fixture
+async def clients(workers: list[ServiceProcess]) -> AsyncIterator[list[httpx.AsyncClient]]:
+    """An HTTP client of each worker, in order."""
+    async with contextlib.AsyncExitStack() as stack:
+        yield [
+            await stack.enter_async_context(httpx.AsyncClient(base_url=w.url, timeout=10))
+            for w in workers
+        ]
+
+
+@pytest.fixture
+def leases(redis_client: redis.Redis) -> RoomLeases:
+    return RoomLeases(redis_client, EventStore(redis_client).keys)
+
+
+async def publishing_customer(http: httpx.AsyncClient, people: list[Participant]) -> Participant:
+    """The room's customer, publishing their tone through ``http``'s worker."""
+    customer = Participant(http, ROOM, token(Role.CUSTOMER, sub="cust"))
+    people.append(customer)
+    await customer.publish(ToneTrack(500))
+    return customer
+
+
+@pytest.fixture
 async def people() -> AsyncIterator[list[Participant]]:
     made: list[Participant] = []
     yield made
@@ -95,112 +119,98 @@ def answer_addresses(answer: str) -> set[str]:
 
 async def test_a_worker_paused_past_its_lease_cannot_write_once_another_took_the_room(
     workers: list[ServiceProcess],
+    clients: list[httpx.AsyncClient],
+    leases: RoomLeases,
     redis_client: redis.Redis,
     people: list[Participant],
 ) -> None:
-    a, b = workers
+    (a, b), (on_a, on_b) = workers, clients
     store = EventStore(redis_client)
-    leases = RoomLeases(redis_client, store.keys)
-    async with (
-        httpx.AsyncClient(base_url=a.url, timeout=10) as on_a,
-        httpx.AsyncClient(base_url=b.url, timeout=10) as on_b,
-    ):
-        customer = Participant(on_a, ROOM, token(Role.CUSTOMER, sub="cust"))
-        people.append(customer)
-        await customer.publish(ToneTrack(500))
-        first = await leases.owner(ROOM)
-        assert first is not None
-        assert first.epoch == 1
+    customer = await publishing_customer(on_a, people)
+    first = await leases.owner(ROOM)
+    assert first is not None
+    assert first.epoch == 1
 
-        assert a.process is not None
-        os.kill(a.process.pid, signal.SIGSTOP)
-        await asyncio.sleep(LEASE_S + 2)  # a's room and worker leases lapse; b sweeps a
-        agent = Participant(on_b, ROOM, token(Role.AGENT, sub="agent"))
-        people.append(agent)
-        await agent.publish(ToneTrack(800))
-        taken = await leases.owner(ROOM)
-        assert taken is not None
-        assert taken.epoch == 2
-        assert taken.worker != first.worker
-        took_over = await store.version(ROOM)
+    assert a.process is not None
+    os.kill(a.process.pid, signal.SIGSTOP)
+    await asyncio.sleep(LEASE_S + 2)  # a's room and worker leases lapse; b sweeps a
+    agent = Participant(on_b, ROOM, token(Role.AGENT, sub="agent"))
+    people.append(agent)
+    await agent.publish(ToneTrack(800))
+    taken = await leases.owner(ROOM)
+    assert taken is not None
+    assert taken.epoch == 2
+    assert taken.worker != first.worker
+    took_over = await store.version(ROOM)
 
-        # A request that reached a while it was paused runs as soon as it resumes, before a
-        # has renewed anything: a still hosts the room in its own eyes, and writes under epoch 1.
-        stale = asyncio.create_task(stale_receive(on_a))
-        await asyncio.sleep(0.5)
-        os.kill(a.process.pid, signal.SIGCONT)
-        refused = await stale
-        deadline = time.monotonic() + 15
-        while time.monotonic() < deadline:  # a notices that it lost the room
-            if await metric(on_a, "earpiece_rooms_lost_total"):
-                break
-            await asyncio.sleep(0.2)
+    # A request that reached a while it was paused runs as soon as it resumes, before a
+    # has renewed anything: a still hosts the room in its own eyes, and writes under epoch 1.
+    stale = asyncio.create_task(stale_receive(on_a))
+    await asyncio.sleep(0.5)
+    os.kill(a.process.pid, signal.SIGCONT)
+    refused = await stale
+    deadline = time.monotonic() + 15
+    while time.monotonic() < deadline:  # a notices that it lost the room
+        if await metric(on_a, "earpiece_rooms_lost_total"):
+            break
+        await asyncio.sleep(0.2)
 
-        after = await store.read(ROOM, after_version=took_over)
-        assert all(envelope.epoch in (None, 2) for envelope in after), after
-        assert (refused.status_code, refused.json()["error"]) == (503, "unavailable")
-        assert "another worker owns it now" in refused.json()["detail"]
-        assert await metric(on_a, "earpiece_fenced_writes_total") >= 1
-        assert await metric(on_a, "earpiece_rooms_lost_total") == 1
-        assert customer.publisher is not None
-        assert agent.publisher is not None  # media goes to each owner's own address
-        assert answer_addresses(customer.publisher.remoteDescription.sdp) == {"127.0.0.2"}
-        assert answer_addresses(agent.publisher.remoteDescription.sdp) == {"127.0.0.3"}
-        assert await leases.owner(ROOM) == taken
-        events = [envelope.event for envelope in await store.read(ROOM)]
-        assert ParticipantLeft(subject="cust", reason=LeaveReason.WORKER_LOST) in events
-        joined_on_b = [
-            e for e in events if isinstance(e, ParticipantJoined) and e.subject == "agent"
-        ]
-        assert [e.worker for e in joined_on_b] == [taken.worker]
-        assert "Traceback" not in a.log_path.read_text()
-        assert "Traceback" not in b.log_path.read_text()
+    after = await store.read(ROOM, after_version=took_over)
+    assert all(envelope.epoch in (None, 2) for envelope in after), after
+    assert (refused.status_code, refused.json()["error"]) == (503, "unavailable")
+    assert "another worker owns it now" in refused.json()["detail"]
+    assert await metric(on_a, "earpiece_fenced_writes_total") >= 1
+    assert await metric(on_a, "earpiece_rooms_lost_total") == 1
+    assert customer.publisher is not None
+    assert agent.publisher is not None  # media goes to each owner's own address
+    assert answer_addresses(customer.publisher.remoteDescription.sdp) == {"127.0.0.2"}
+    assert answer_addresses(agent.publisher.remoteDescription.sdp) == {"127.0.0.3"}
+    assert await leases.owner(ROOM) == taken
+    events = [envelope.event for envelope in await store.read(ROOM)]
+    assert ParticipantLeft(subject="cust", reason=LeaveReason.WORKER_LOST) in events
+    joined_on_b = [e for e in events if isinstance(e, ParticipantJoined) and e.subject == "agent"]
+    assert [e.worker for e in joined_on_b] == [taken.worker]
+    assert "Traceback" not in a.log_path.read_text()
+    assert "Traceback" not in b.log_path.read_text()
 
 
 async def test_any_worker_answers_whip_and_whep_for_a_room_hosted_by_another(
-    workers: list[ServiceProcess], redis_client: redis.Redis, people: list[Participant]
+    clients: list[httpx.AsyncClient], leases: RoomLeases, people: list[Participant]
 ) -> None:
-    a, b = workers
-    leases = RoomLeases(redis_client, EventStore(redis_client).keys)
-    async with (
-        httpx.AsyncClient(base_url=a.url, timeout=10) as on_a,
-        httpx.AsyncClient(base_url=b.url, timeout=10) as on_b,
-    ):
-        customer = Participant(on_a, ROOM, token(Role.CUSTOMER, sub="cust"))
-        people.append(customer)
-        await customer.publish(ToneTrack(500))
-        host = await leases.owner(ROOM)
-        assert host is not None
-        agent = Participant(on_b, ROOM, token(Role.AGENT, sub="agent"))  # through the other
-        people.append(agent)
-        await agent.publish(ToneTrack(800))
-        await agent.receive(5)
+    on_a, on_b = clients
+    customer = await publishing_customer(on_a, people)
+    host = await leases.owner(ROOM)
+    assert host is not None
+    agent = Participant(on_b, ROOM, token(Role.AGENT, sub="agent"))  # through the other
+    people.append(agent)
+    await agent.publish(ToneTrack(800))
+    await agent.receive(5)
 
-        assert customer.publisher is not None
-        assert agent.publisher is not None
-        assert agent.listener is not None
-        host_address = answer_addresses(customer.publisher.remoteDescription.sdp)
-        assert answer_addresses(agent.publisher.remoteDescription.sdp) == host_address
-        assert answer_addresses(agent.listener.remoteDescription.sdp) == host_address
-        assert await leases.owner(ROOM) == host
-        async with asyncio.timeout(10):  # the agent hears the customer, through the host
-            while agent.hears_db(500, since=0) < -15:
-                await asyncio.sleep(0.2)
-        hosted = [await metric(http, "earpiece_rooms") for http in (on_a, on_b)]
-        assert hosted == [1, 0]
-        assert await metric(on_a, "earpiece_forwarded_packets_total") > 0
-        for location in agent.locations:  # hung up through the worker it was set up through
-            assert (await on_b.delete(location, headers=agent.headers)).status_code == 200
-        agent.locations.clear()
+    assert customer.publisher is not None
+    assert agent.publisher is not None
+    assert agent.listener is not None
+    host_address = answer_addresses(customer.publisher.remoteDescription.sdp)
+    assert answer_addresses(agent.publisher.remoteDescription.sdp) == host_address
+    assert answer_addresses(agent.listener.remoteDescription.sdp) == host_address
+    assert await leases.owner(ROOM) == host
+    async with asyncio.timeout(10):  # the agent hears the customer, through the host
+        while agent.hears_db(500, since=0) < -15:
+            await asyncio.sleep(0.2)
+    hosted = [await metric(http, "earpiece_rooms") for http in (on_a, on_b)]
+    assert hosted == [1, 0]
+    assert await metric(on_a, "earpiece_forwarded_packets_total") > 0
+    for location in agent.locations:  # hung up through the worker it was set up through
+        assert (await on_b.delete(location, headers=agent.headers)).status_code == 200
+    agent.locations.clear()
 
-        await asyncio.sleep(1.5)  # a reports its room in its lease
-        elsewhere = Participant(on_a, "room-2", token(Role.CUSTOMER, sub="c2", room="room-2"))
-        people.append(elsewhere)
-        await elsewhere.publish(ToneTrack(600))
-        placed = await leases.owner("room-2")
+    await asyncio.sleep(1.5)  # a reports its room in its lease
+    elsewhere = Participant(on_a, "room-2", token(Role.CUSTOMER, sub="c2", room="room-2"))
+    people.append(elsewhere)
+    await elsewhere.publish(ToneTrack(600))
+    placed = await leases.owner("room-2")
 
-        assert placed is not None
-        assert placed.worker != host.worker  # the least loaded worker took the new room
+    assert placed is not None
+    assert placed.worker != host.worker  # the least loaded worker took the new room
 
 
 async def reconnect(call: Call, subject: str, within_s: float) -> None:
@@ -219,41 +229,34 @@ async def reconnect(call: Call, subject: str, within_s: float) -> None:
 
 
 async def test_kill_9_of_the_host_moves_the_call_to_the_other_worker_and_fails_closed(
-    workers: list[ServiceProcess], redis_client: redis.Redis
+    workers: list[ServiceProcess],
+    clients: list[httpx.AsyncClient],
+    leases: RoomLeases,
+    redis_client: redis.Redis,
 ) -> None:
-    a, b = workers
+    a, (on_a, on_b) = workers[0], clients
     store = EventStore(redis_client)
-    leases = RoomLeases(redis_client, store.keys)
-    async with (
-        httpx.AsyncClient(base_url=a.url, timeout=10) as on_a,
-        httpx.AsyncClient(base_url=b.url, timeout=10) as on_b,
-    ):
-        call = Call(on_a)
-        try:
-            for subject in TONES:
-                await call.connect(subject)
-            await call.command("sup-1", "start_whisper")
-            await call.command("sup-1", "press_talk")
-            await call.hear({"agent": {"cust", "sup-1"}, "cust": {"agent"}})
-            first = await leases.owner(ROOM)
+    call = Call(on_a)
+    try:
+        await call.connect_all()
+        await call.whisper()
+        first = await leases.owner(ROOM)
 
-            a.kill()  # push-to-talk still held; the clients come back through b
-            killed = time.monotonic()
-            call.http = on_b
-            for person in call.people.values():
-                person.http = on_b
-            for subject in TONES:
-                await reconnect(call, subject, within_s=20)
-            await call.hear({"agent": {"cust"}, "cust": {"agent"}, "sup-1": set()})
-            back_s = time.monotonic() - killed
-            taken = await leases.owner(ROOM)
+        a.kill()  # push-to-talk still held; the clients come back through b
+        killed = time.monotonic()
+        call.http = on_b
+        for person in call.people.values():
+            person.http = on_b
+        for subject in TONES:
+            await reconnect(call, subject, within_s=20)
+        await call.hear({"agent": {"cust"}, "cust": {"agent"}, "sup-1": set()})
+        back_s = time.monotonic() - killed
+        taken = await leases.owner(ROOM)
 
-            await call.command("sup-1", "start_whisper")  # the coach asks again
-            await call.command("sup-1", "press_talk")
-            await call.hear({"agent": {"cust", "sup-1"}, "cust": {"agent"}})
-            envelopes = await store.read(ROOM)  # before the hang-ups add theirs
-        finally:
-            await call.close()
+        await call.whisper()  # the coach asks again
+        envelopes = await store.read(ROOM)  # before the hang-ups add theirs
+    finally:
+        await call.close()
 
     print(f"back on the call {back_s:.1f} s after kill -9 of the host")
     assert first is not None
@@ -273,37 +276,28 @@ async def test_kill_9_of_the_host_moves_the_call_to_the_other_worker_and_fails_c
 
 
 async def test_a_worker_that_stops_gives_its_rooms_up_at_once(
-    workers: list[ServiceProcess], redis_client: redis.Redis, people: list[Participant]
+    workers: list[ServiceProcess],
+    clients: list[httpx.AsyncClient],
+    leases: RoomLeases,
+    people: list[Participant],
 ) -> None:
-    a, _ = workers
-    leases = RoomLeases(redis_client, EventStore(redis_client).keys)
-    async with httpx.AsyncClient(base_url=a.url, timeout=10) as on_a:
-        customer = Participant(on_a, ROOM, token(Role.CUSTOMER, sub="cust"))
-        people.append(customer)
-        await customer.publish(ToneTrack(500))
-        assert await leases.owner(ROOM) is not None
+    await publishing_customer(clients[0], people)
+    assert await leases.owner(ROOM) is not None
 
-        a.stop()  # SIGTERM: a drains
+    workers[0].stop()  # SIGTERM: a drains
 
     assert await leases.owner(ROOM) is None  # released, not left to lapse
 
 
 async def test_a_chromium_page_on_the_worker_that_does_not_host_the_room_joins_the_call(
-    workers: list[ServiceProcess],
-    redis_client: redis.Redis,
+    clients: list[httpx.AsyncClient],
+    leases: RoomLeases,
     people: list[Participant],
     tmp_path: Path,
 ) -> None:
-    a, b = workers
-    leases = RoomLeases(redis_client, EventStore(redis_client).keys)
-    async with (
-        httpx.AsyncClient(base_url=a.url, timeout=10) as on_a,
-        httpx.AsyncClient(base_url=b.url, timeout=10) as on_b,
-        async_playwright() as playwright,
-    ):
-        customer = Participant(on_a, ROOM, token(Role.CUSTOMER, sub="cust"))
-        people.append(customer)
-        await customer.publish(ToneTrack(500))
+    on_a, on_b = clients
+    async with async_playwright() as playwright:
+        await publishing_customer(on_a, people)
         host = await leases.owner(ROOM)
         pages = BrowserCall(on_b, playwright, tmp_path)  # the agent's page is served by b
         try:

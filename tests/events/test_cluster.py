@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
@@ -28,14 +28,6 @@ JOIN = ParticipantJoined(subject="agent-1", role=Role.AGENT, name="Ana")
 
 def cue(n: int) -> CueSent:
     return CueSent(cue_id=f"c{n}", coach="sup-1", text=f"cue {n}")
-
-
-@pytest.fixture(scope="module")
-def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisClusterServers]:
-    servers = RedisClusterServers(tmp_path_factory.mktemp("cluster"))
-    servers.start()
-    yield servers
-    servers.stop()
 
 
 @pytest.fixture

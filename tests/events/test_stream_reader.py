@@ -37,6 +37,20 @@ async def versions(following: AsyncGenerator[Envelope], through: int) -> list[in
     return seen
 
 
+async def following_their_first_cue(
+    store: EventStore, reader: StreamReader, rooms: list[str]
+) -> dict[str, AsyncGenerator[Envelope]]:
+    """A follower of each room, each past the room's first cue, and a moment for the reader's
+    next blocking read to be under way."""
+    followers = {room: reader.follow(room) for room in rooms}
+    for room in rooms:
+        await append_cues(store, room, 0, 1)
+    for following in followers.values():
+        assert await versions(following, 1) == [1]
+    await asyncio.sleep(0.05)
+    return followers
+
+
 @contextlib.asynccontextmanager
 async def own_reader(
     store: EventStore, redis_server: RedisServer, **options: int
@@ -72,12 +86,7 @@ async def test_every_room_is_followed_in_one_blocking_read(
     store: EventStore, reader: StreamReader, redis_client: redis.Redis
 ) -> None:
     rooms = [f"room-{n}" for n in range(60)]
-    followers = {room: reader.follow(room) for room in rooms}
-    for room in rooms:
-        await append_cues(store, room, 0, 1)
-    for following in followers.values():
-        assert await versions(following, 1) == [1]
-    await asyncio.sleep(0.05)
+    followers = await following_their_first_cue(store, reader, rooms)
 
     assert reader.rooms == 60
     assert len(await blocked_reads(redis_client)) == 1
@@ -96,12 +105,7 @@ async def test_with_partitions_each_is_read_in_a_blocking_read_of_its_own(
     store = EventStore(redis_client, KeySpace(partitions=3))
     rooms = [f"room-{n}" for n in range(30)]
     async with own_reader(store, redis_server) as reader:
-        followers = {room: reader.follow(room) for room in rooms}
-        for room in rooms:
-            await append_cues(store, room, 0, 1)
-        for following in followers.values():
-            assert await versions(following, 1) == [1]
-        await asyncio.sleep(0.05)
+        followers = await following_their_first_cue(store, reader, rooms)
 
         assert len({store.keys.partition_of(room) for room in rooms}) == 3
         assert len(await blocked_reads(redis_client)) == 3

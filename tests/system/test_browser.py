@@ -10,6 +10,7 @@ screenshots shown in the README.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import re
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -124,16 +125,25 @@ class Call:
         await asyncio.gather(*(browser.close() for browser in self.browsers))
 
 
-@pytest.fixture
-async def call(
-    redis_server: RedisServer, redis_client: redis.Redis, tmp_path: Path
+@contextlib.asynccontextmanager
+async def call_on_a_service(
+    redis_url: str, client: redis.Redis, tmp: Path, **settings: object
 ) -> AsyncIterator[Call]:
-    async with running_service(redis_server.url, redis_client) as service, async_playwright() as pw:
-        opened = Call(service.http, pw, tmp_path)
+    """A Call whose pages are served by the whole app with ``settings``, run here."""
+    async with running_service(redis_url, client, **settings) as service, async_playwright() as pw:
+        opened = Call(service.http, pw, tmp)
         try:
             yield opened
         finally:
             await opened.close()
+
+
+@pytest.fixture
+async def call(
+    redis_server: RedisServer, redis_client: redis.Redis, tmp_path: Path
+) -> AsyncIterator[Call]:
+    async with call_on_a_service(redis_server.url, redis_client, tmp_path) as opened:
+        yield opened
 
 
 async def until(

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 
 import httpx
 import pytest
@@ -18,14 +18,6 @@ from tests.support import SALES_COACH, open_call, running_service, token
 from tests.system.calls import ROOM, Call
 
 PARTITIONS = 3
-
-
-@pytest.fixture(scope="module")
-def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisClusterServers]:
-    servers = RedisClusterServers(tmp_path_factory.mktemp("cluster"))
-    servers.start()
-    yield servers
-    servers.stop()
 
 
 @pytest.fixture

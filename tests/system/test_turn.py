@@ -12,12 +12,15 @@ import aioice.stun
 import aioice.turn
 import pytest
 import redis.asyncio as redis
-from playwright.async_api import async_playwright
 
 from services.media.ice import turn_credential
 from services.redis_server import RedisServer
-from tests.support import running_service
-from tests.system.test_browser import Call, customer_hears_the_agent, start_call
+from tests.system.test_browser import (
+    Call,
+    call_on_a_service,
+    customer_hears_the_agent,
+    start_call,
+)
 from tests.system.turn_server import TurnServer
 
 pytestmark = pytest.mark.newest_redis
@@ -63,21 +66,13 @@ async def test_a_minted_credential_allocates_a_relay_and_an_expired_one_is_refus
 async def relayed_call(
     redis_server: RedisServer, redis_client: redis.Redis, turn: TurnServer, tmp_path: Path
 ) -> AsyncIterator[Call]:
-    async with (
-        running_service(
-            redis_server.url,
-            redis_client,
-            turn_urls=(turn.url,),
-            turn_secret=SECRET,
-            ice_transport_policy="relay",
-        ) as service,
-        async_playwright() as playwright,
-    ):
-        call = Call(service.http, playwright, tmp_path)
-        try:
-            yield call
-        finally:
-            await call.close()
+    relay_only = {
+        "turn_urls": (turn.url,),
+        "turn_secret": SECRET,
+        "ice_transport_policy": "relay",
+    }
+    async with call_on_a_service(redis_server.url, redis_client, tmp_path, **relay_only) as call:
+        yield call
 
 
 async def test_pages_told_to_relay_reach_the_call_through_coturn(
